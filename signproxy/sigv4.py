@@ -1,0 +1,580 @@
+"""AWS Signature Version 4 for S3: pure functions and a small signer.
+
+Nothing here does I/O or reads a clock: the time of signing is an argument,
+credentials arrive as a frozen snapshot, and the only state is each
+`Signer`'s bounded cache of derived signing keys.
+
+S3 canonicalization differs from the generic SigV4 rules in one important
+way: the path is *not* normalized.  `//`, `.`, `..` and a trailing `/` are
+kept as sent, because they are part of an object key.  Each path segment and
+each query key and value is percent-decoded exactly once and re-encoded with
+the SigV4 rules (unreserved characters kept, everything else `%XX` in upper
+case, UTF-8).  The canonical path and query are returned to the caller, who
+must put exactly those on the wire: we sign what is forwarded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import quote, unquote_to_bytes, urlsplit
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+PAYLOAD_CONSTANTS = frozenset(
+    {
+        UNSIGNED_PAYLOAD,
+        STREAMING_SIGNED,
+        STREAMING_SIGNED_TRAILER,
+        STREAMING_UNSIGNED_TRAILER,
+    }
+)
+MAX_PRESIGN_EXPIRES = 604800  # seven days, the SigV4 limit
+
+# Headers that are never signed.  Hop-by-hop headers belong to one connection
+# and may be rewritten by any proxy on the way; user-agent, expect, tracing and
+# forwarding headers are added or changed by intermediaries; authorization
+# carries the signature itself.
+#
+# content-length is deliberately NOT signed (botocore does not sign it
+# either): the proxy may re-frame an aws-chunked body with a different chunk
+# size, or switch between chunked and fixed framing, and so must be free to
+# set the length after signing.  The body's integrity is covered by the
+# payload hash, chunk signatures or x-amz-decoded-content-length instead.
+UNSIGNED_HEADERS = frozenset(
+    {
+        "authorization",
+        "connection",
+        "content-length",
+        "expect",
+        "forwarded",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "via",
+        "x-amzn-trace-id",
+    }
+)
+UNSIGNED_HEADER_PREFIXES = ("x-forwarded-",)
+
+# Headers the signer owns: whatever the client sent is replaced.
+OWN_HEADERS = frozenset({"x-amz-date", "x-amz-content-sha256", "x-amz-security-token"})
+
+# Query parameters of presigned (query) authentication.
+QUERY_AUTH_PARAMS = frozenset(
+    {
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Security-Token",
+        "X-Amz-Signature",
+    }
+)
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# A percent escape whose byte is NOT unreserved: decoding then re-encoding it
+# gives the same escape back.  (An escape of an unreserved byte such as %41
+# would come back as "A", so it is not canonical.)
+_RESERVED_ESCAPE = (
+    r"%(?:[01][0-9A-F]|2[0-9A-CF]|3[A-F]|40|5[B-E]|60|7[B-DF]|[89A-F][0-9A-F])"
+)
+_CANONICAL_PATH = re.compile(rf"(?:[A-Za-z0-9\-._~/]|{_RESERVED_ESCAPE})*")
+_CANONICAL_QUERY = re.compile(rf"(?:[A-Za-z0-9\-._~=&]|{_RESERVED_ESCAPE})*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_PAYLOAD_HASH = re.compile(r"[0-9a-f]{64}")
+_AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
+_ACCESS_KEY_FORBIDDEN = re.compile(r"[\s/,=]")
+
+
+class SigningError(ValueError):
+    """A request that cannot be signed; the message names what is wrong.
+
+    Messages never contain a secret key, session token or signature.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A frozen snapshot of the keys one signature is made with."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """Everything a caller needs to put a signed request on the wire.
+
+    `path` and `query` are the canonical forms and must be sent exactly as
+    they are.  `headers` are to be SET on the request (names in lower case);
+    for a presigned request they are empty and the query carries the
+    signature.
+    """
+
+    path: str
+    # The query of a presigned request and the canonical request may carry a
+    # session token; headers and authorization carry the signature.
+    query: str = field(repr=False)
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    authorization: str = field(repr=False)
+    signature: str = field(repr=False)
+    amz_date: str
+    scope: str
+    signed_headers: str
+    signing_key: bytes = field(repr=False)
+    canonical_request: str = field(repr=False)
+    string_to_sign: str
+
+
+# --- canonical forms ------------------------------------------------------
+
+
+def uri_encode(raw: str) -> str:
+    """Decode `%XX` escapes once, then encode everything but unreserved bytes."""
+    return quote(unquote_to_bytes(raw), safe="")
+
+
+def canonical_path(raw_path: str) -> str:
+    """The S3 canonical URI: segments re-encoded, nothing normalized."""
+    if not raw_path:
+        return "/"
+    if raw_path[0] != "/":
+        raise SigningError(f"request path must start with '/': {raw_path[:200]!r}")
+    if _CANONICAL_PATH.fullmatch(raw_path):
+        return raw_path
+    return "/".join([uri_encode(segment) for segment in raw_path.split("/")])
+
+
+def _split_query(raw_query: str) -> list[tuple[str, str]]:
+    pairs = []
+    for pair in raw_query.split("&"):
+        if not pair:
+            continue  # "a&&b" has no empty parameter between the ampersands
+        key, _, value = pair.partition("=")
+        pairs.append((uri_encode(key), uri_encode(value)))
+    pairs.sort()
+    return pairs
+
+
+def _is_canonical_query(raw_query: str) -> bool:
+    if not _CANONICAL_QUERY.fullmatch(raw_query):
+        return False
+    previous = ("", "")
+    for pair in raw_query.split("&"):
+        key, equals, value = pair.partition("=")
+        if not key or not equals or "=" in value or (key, value) < previous:
+            return False
+        previous = (key, value)
+    return True
+
+
+def canonical_query(raw_query: str) -> str:
+    """Parameters decoded once, re-encoded, sorted by key then value.
+
+    A parameter without `=` gets an empty value; repeated keys are kept; a
+    literal `+` is a plus sign (encoded `%2B`), not a space.
+    """
+    if not raw_query or _is_canonical_query(raw_query):
+        return raw_query
+    return "&".join([f"{key}={value}" for key, value in _split_query(raw_query)])
+
+
+def _without_query_auth(raw_query: str) -> str:
+    """The query with any presigned-URL authentication parameters removed."""
+    if "X-Amz-" not in raw_query:
+        return raw_query
+    kept = [
+        pair
+        for pair in raw_query.split("&")
+        if unquote_to_bytes(pair.partition("=")[0]).decode("utf-8", "replace")
+        not in QUERY_AUTH_PARAMS
+    ]
+    return "&".join(kept)
+
+
+def is_signed_header(name: str) -> bool:
+    """Whether a lower-case header name takes part in the signature."""
+    return name not in UNSIGNED_HEADERS and not name.startswith(
+        UNSIGNED_HEADER_PREFIXES
+    )
+
+
+def canonical_headers(
+    headers: Iterable[tuple[str, str]], *, sign_content_length: bool = False
+) -> dict[str, str]:
+    """Signable headers: lower-case names, trimmed values, repeats joined.
+
+    Raises SigningError for a header that could smuggle a line break or has
+    an unusable name.  The signer's own headers are not included.
+    """
+    collected: dict[str, str] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if not _HEADER_NAME.fullmatch(lname):
+            raise SigningError(f"invalid header name {name[:100]!r}")
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise SigningError(f"header {lname!r} value contains CR, LF or NUL")
+        unsigned = lname in OWN_HEADERS or not is_signed_header(lname)
+        if unsigned and not (sign_content_length and lname == "content-length"):
+            continue
+        folded = " ".join(value.split())
+        previous = collected.get(lname)
+        collected[lname] = folded if previous is None else f"{previous},{folded}"
+    return collected
+
+
+def amz_date(now: datetime) -> str:
+    """`now` in the ISO 8601 basic form SigV4 uses (20130524T000000Z)."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise SigningError("signing time must be timezone-aware, got a naive datetime")
+    utc = now.astimezone(UTC)
+    return (
+        f"{utc.year:04d}{utc.month:02d}{utc.day:02d}T"
+        f"{utc.hour:02d}{utc.minute:02d}{utc.second:02d}Z"
+    )
+
+
+def parse_amz_date(value: str) -> datetime:
+    """Parse an x-amz-date value into a UTC datetime."""
+    match = _AMZ_DATE.fullmatch(value)
+    if match is None:
+        raise SigningError(
+            f"malformed x-amz-date {value[:40]!r}: want YYYYMMDDTHHMMSSZ"
+        )
+    try:
+        return datetime(*(int(part) for part in match.groups()), tzinfo=UTC)
+    except ValueError as error:
+        raise SigningError(f"malformed x-amz-date {value!r}: {error}") from None
+
+
+def _check_payload_hash(payload_hash: str) -> None:
+    if payload_hash in PAYLOAD_CONSTANTS or _PAYLOAD_HASH.fullmatch(payload_hash):
+        return
+    raise SigningError(
+        f"malformed payload hash {payload_hash[:80]!r}: want 64 lower-case hex "
+        "digits or one of " + ", ".join(sorted(PAYLOAD_CONSTANTS))
+    )
+
+
+def _check_credentials(credentials: Credentials) -> None:
+    access_key = credentials.access_key
+    if not access_key or _ACCESS_KEY_FORBIDDEN.search(access_key):
+        raise SigningError(
+            f"access key {access_key[:40]!r} is empty or contains "
+            "whitespace, '/', ',' or '='"
+        )
+    if not credentials.secret_key:
+        raise SigningError(f"secret key for access key {access_key!r} is empty")
+
+
+def _check_method(method: str) -> None:
+    if not _HEADER_NAME.fullmatch(method.lower()):
+        raise SigningError(f"invalid HTTP method {method[:40]!r}")
+
+
+def _hmac(key: bytes, message: str) -> bytes:
+    return hmac.digest(key, message.encode(), "sha256")
+
+
+def derive_signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
+    """The four-step HMAC chain: kSecret -> kDate -> kRegion -> kService -> kSigning."""
+    key = _hmac(f"AWS4{secret_key}".encode(), date)
+    key = _hmac(key, region)
+    key = _hmac(key, service)
+    return _hmac(key, "aws4_request")
+
+
+# --- the signer -----------------------------------------------------------
+
+
+class Signer:
+    """Signs S3 requests for one region and service.
+
+    The derived signing key is cached per (secret, date): steady-state
+    signing costs one SHA-256 of the canonical request and one HMAC.
+
+    `sign_content_length=True` signs content-length too (AWS's own chunked
+    upload example does); leave it off when the length may change after
+    signing.
+    """
+
+    def __init__(
+        self,
+        region: str,
+        service: str = "s3",
+        *,
+        key_cache_size: int = 64,
+        sign_content_length: bool = False,
+    ):
+        if not region or "/" in region or _ACCESS_KEY_FORBIDDEN.search(region):
+            raise SigningError(f"invalid region {region!r}")
+        if not service or "/" in service or _ACCESS_KEY_FORBIDDEN.search(service):
+            raise SigningError(f"invalid service {service!r}")
+        if key_cache_size < 1:
+            raise SigningError(f"key_cache_size must be >= 1, got {key_cache_size}")
+        self.region = region
+        self.service = service
+        self._scope_suffix = f"/{region}/{service}/aws4_request"
+        self._key_cache: dict[tuple[str, str], bytes] = {}
+        self._key_cache_size = key_cache_size
+        self._key_lock = threading.Lock()
+        self.sign_content_length = sign_content_length
+
+    def __repr__(self) -> str:
+        return f"Signer(region={self.region!r}, service={self.service!r})"
+
+    def signing_key(self, credentials: Credentials, date: str) -> bytes:
+        """The derived key for `date` (YYYYMMDD), from the bounded cache."""
+        cache_key = (credentials.secret_key, date)
+        key = self._key_cache.get(cache_key)
+        if key is not None:
+            return key
+        key = derive_signing_key(
+            credentials.secret_key, date, self.region, self.service
+        )
+        with self._key_lock:
+            while len(self._key_cache) >= self._key_cache_size:
+                # Evict the oldest entry; dicts keep insertion order.
+                del self._key_cache[next(iter(self._key_cache))]
+            self._key_cache[cache_key] = key
+        return key
+
+    def sign(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Iterable[tuple[str, str]],
+        payload_hash: str,
+        credentials: Credentials,
+        now: datetime,
+    ) -> SignedRequest:
+        """Sign with an Authorization header.
+
+        `headers` are those the request will carry, including `host`; any
+        authorization, x-amz-date, x-amz-content-sha256 and
+        x-amz-security-token among them are replaced by the signer's own.
+        """
+        _check_method(method)
+        _check_payload_hash(payload_hash)
+        _check_credentials(credentials)
+        date_time = amz_date(now)
+        signed = canonical_headers(
+            headers, sign_content_length=self.sign_content_length
+        )
+        if "host" not in signed:
+            raise SigningError("missing host header")
+
+        own = [("x-amz-content-sha256", payload_hash), ("x-amz-date", date_time)]
+        if credentials.session_token is not None:
+            _check_token(credentials.session_token)
+            own.append(("x-amz-security-token", credentials.session_token))
+        signed.update(own)
+
+        result = self._sign(
+            method,
+            canonical_path(path),
+            canonical_query(query),
+            signed,
+            payload_hash,
+            credentials,
+            date_time,
+        )
+        authorization = (
+            f"{ALGORITHM} Credential={credentials.access_key}/{result.scope}, "
+            f"SignedHeaders={result.signed_headers}, Signature={result.signature}"
+        )
+        return SignedRequest(
+            path=result.path,
+            query=result.query,
+            headers=(*own, ("authorization", authorization)),
+            authorization=authorization,
+            signature=result.signature,
+            amz_date=date_time,
+            scope=result.scope,
+            signed_headers=result.signed_headers,
+            signing_key=result.signing_key,
+            canonical_request=result.canonical_request,
+            string_to_sign=result.string_to_sign,
+        )
+
+    def presign(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Iterable[tuple[str, str]],
+        credentials: Credentials,
+        now: datetime,
+        expires: int,
+    ) -> SignedRequest:
+        """Sign with query parameters (a presigned URL), payload unsigned.
+
+        Any presigned-URL parameters already in `query` are replaced.
+        """
+        _check_method(method)
+        _check_credentials(credentials)
+        if (
+            not isinstance(expires, int)
+            or isinstance(expires, bool)
+            or not 1 <= expires <= MAX_PRESIGN_EXPIRES
+        ):
+            raise SigningError(
+                f"expires must be an integer in 1..{MAX_PRESIGN_EXPIRES}, "
+                f"got {expires!r}"
+            )
+        date_time = amz_date(now)
+        signed = canonical_headers(
+            headers, sign_content_length=self.sign_content_length
+        )
+        if "host" not in signed:
+            raise SigningError("missing host header")
+
+        scope = f"{date_time[:8]}{self._scope_suffix}"
+        auth_params = [
+            ("X-Amz-Algorithm", ALGORITHM),
+            ("X-Amz-Credential", f"{credentials.access_key}/{scope}"),
+            ("X-Amz-Date", date_time),
+            ("X-Amz-Expires", str(expires)),
+            ("X-Amz-SignedHeaders", ";".join(sorted(signed))),
+        ]
+        if credentials.session_token is not None:
+            _check_token(credentials.session_token)
+            auth_params.append(("X-Amz-Security-Token", credentials.session_token))
+        encoded = "&".join(f"{k}={quote(v, safe='')}" for k, v in auth_params)
+        base_query = _without_query_auth(query)
+        full_query = f"{base_query}&{encoded}" if base_query else encoded
+
+        result = self._sign(
+            method,
+            canonical_path(path),
+            canonical_query(full_query),
+            signed,
+            UNSIGNED_PAYLOAD,
+            credentials,
+            date_time,
+        )
+        return SignedRequest(
+            path=result.path,
+            query=f"{result.query}&X-Amz-Signature={result.signature}",
+            headers=(),
+            authorization="",
+            signature=result.signature,
+            amz_date=date_time,
+            scope=result.scope,
+            signed_headers=result.signed_headers,
+            signing_key=result.signing_key,
+            canonical_request=result.canonical_request,
+            string_to_sign=result.string_to_sign,
+        )
+
+    def _sign(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        payload_hash: str,
+        credentials: Credentials,
+        date_time: str,
+    ) -> SignedRequest:
+        names = sorted(headers)
+        signed_headers = ";".join(names)
+        header_block = "".join([f"{name}:{headers[name]}\n" for name in names])
+        canonical_request = (
+            f"{method}\n{path}\n{query}\n{header_block}\n"
+            f"{signed_headers}\n{payload_hash}"
+        )
+        date = date_time[:8]
+        scope = f"{date}{self._scope_suffix}"
+        digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+        string_to_sign = f"{ALGORITHM}\n{date_time}\n{scope}\n{digest}"
+        key = self.signing_key(credentials, date)
+        signature = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
+        return SignedRequest(
+            path=path,
+            query=query,
+            headers=(),
+            authorization="",
+            signature=signature,
+            amz_date=date_time,
+            scope=scope,
+            signed_headers=signed_headers,
+            signing_key=key,
+            canonical_request=canonical_request,
+            string_to_sign=string_to_sign,
+        )
+
+
+def _check_token(token: str) -> None:
+    if not token or "\n" in token or "\r" in token or "\0" in token:
+        raise SigningError("session token is empty or contains CR, LF or NUL")
+
+
+def host_header(url: str) -> str:
+    """The Host header for `url`: host name, plus the port unless default."""
+    parts = _split_url(url)
+    hostname = parts.hostname or ""
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    port = parts.port
+    if port is None or _DEFAULT_PORTS.get(parts.scheme) == port:
+        return hostname
+    return f"{hostname}:{port}"
+
+
+def _split_url(url: str):  # -> urllib.parse.SplitResult
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as error:
+        raise SigningError(f"unparseable URL {url[:200]!r}: {error}") from None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise SigningError(
+            f"unparseable URL {url[:200]!r}: want http:// or https:// and a host"
+        )
+    return parts
+
+
+def sign_url(
+    signer: Signer,
+    method: str,
+    url: str,
+    headers: Iterable[tuple[str, str]],
+    payload_hash: str,
+    credentials: Credentials,
+    now: datetime,
+) -> SignedRequest:
+    """Sign a request given as a full URL; adds a Host header if absent."""
+    parts = _split_url(url)
+    header_list = list(headers)
+    if not any(name.lower() == "host" for name, _ in header_list):
+        header_list.append(("host", host_header(url)))
+    return signer.sign(
+        method,
+        parts.path or "/",
+        parts.query,
+        header_list,
+        payload_hash,
+        credentials,
+        now,
+    )
