@@ -1,0 +1,188 @@
+"""`signproxy bench sign|proxy|upload|all`: measure against baselines.
+
+Each part prints a table, and with `--json FILE` writes the stable JSON
+described in `signproxy.bench`.  A run in which any request failed is
+refused: exit status 1 and the failure count and first error on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PARTS = ("sign", "proxy", "upload")
+DEFAULT_SECONDS = {"sign": 3.0, "proxy": 5.0, "upload": 0.0}
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure signing, proxy and upload throughput against baselines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parts = parser.add_subparsers(dest="part", metavar="PART")
+    parts.required = True
+    common = _common_options()
+    sign = _sign_options()
+    proxy = _proxy_options()
+    upload = _upload_options()
+    helps = {
+        "sign": "signatures/s: local (warm, cold), remote (hit, miss), botocore",
+        "proxy": "small GET/PUT through signproxy, stock mitmdump and direct",
+        "upload": "a large streamed PUT per payload mode, and direct",
+        "all": "sign, proxy and upload in one run and one report",
+    }
+    parents = {
+        "sign": [common, sign],
+        "proxy": [common, proxy],
+        "upload": [common, upload],
+        "all": [common, sign, proxy, upload],
+    }
+    for name, help_text in helps.items():
+        sub = parts.add_parser(
+            name,
+            help=help_text,
+            parents=parents[name],
+            conflict_handler="resolve",
+        )
+        sub.set_defaults(func=run, parts=PARTS if name == "all" else (name,))
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", type=Path, metavar="FILE", help="write JSON here")
+    common.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="write a bar chart here"
+    )
+    common.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="time per case, split over the rounds (default: sign 3, proxy 5)",
+    )
+    common.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        help="a fixed number of operations per round instead of a duration",
+    )
+    common.add_argument(
+        "--rounds", type=int, default=5, metavar="N", help="rounds per case (5)"
+    )
+    common.add_argument(
+        "--no-progress", action="store_true", help="no progress bars on stderr"
+    )
+    return common
+
+
+def _sign_options() -> argparse.ArgumentParser:
+    sign = argparse.ArgumentParser(add_help=False)
+    sign.add_argument(
+        "--sign-concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="concurrent requests for the remote signer cases (16)",
+    )
+    sign.add_argument(
+        "--no-remote",
+        action="store_true",
+        help="skip the remote signer cases (they start the STS emulator)",
+    )
+    return sign
+
+
+def _proxy_options() -> argparse.ArgumentParser:
+    proxy = argparse.ArgumentParser(add_help=False)
+    return proxy
+
+
+def _upload_options() -> argparse.ArgumentParser:
+    upload = argparse.ArgumentParser(add_help=False)
+    return upload
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    if args.duration is not None and args.duration <= 0:
+        raise ValueError(f"--duration must be > 0, got {args.duration}")
+    if args.count is not None and args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    if getattr(args, "sign_concurrency", 1) < 1:
+        raise ValueError(
+            f"--sign-concurrency must be >= 1, got {args.sign_concurrency}"
+        )
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"func", "command"}
+    return {
+        key: str(value) if isinstance(value, Path) else value
+        for key, value in vars(args).items()
+        if key not in skip
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from signproxy.bench import BenchFailed, Progress, Report, host_info, versions
+
+    try:
+        _check(args)
+    except ValueError as error:
+        print(f"signproxy bench: {error}", file=sys.stderr)
+        return 2
+    report = Report(host_info(), versions(), settings_of(args))
+    try:
+        with Progress(enabled=not args.no_progress) as progress:
+            for part in args.parts:
+                report.add(*_PART_RUNNERS[part](args, progress))
+    except BenchFailed as failed:
+        print(f"signproxy bench: refusing to report: {failed}", file=sys.stderr)
+        return 1
+    except RuntimeError as error:
+        print(f"signproxy bench: {error}", file=sys.stderr)
+        return 1
+    _present(report, args)
+    return 0
+
+
+def _present(report: Any, args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from signproxy.bench import render_table, write_plot
+
+    Console().print(render_table(report))
+    if args.json is not None:
+        report.write_json(args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.plot is not None:
+        write_plot(report, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+
+
+def _budget(args: argparse.Namespace, part: str) -> Any:
+    from signproxy.bench import Budget
+
+    seconds = args.duration if args.duration is not None else DEFAULT_SECONDS[part]
+    return Budget(seconds / args.rounds, args.count)
+
+
+def _run_sign(args: argparse.Namespace, progress: Any) -> list[Any]:
+    from signproxy import bench_sign
+
+    budget = _budget(args, "sign")
+    cases = bench_sign.run_local(budget, args.rounds, progress)
+    return cases
+
+
+_PART_RUNNERS: dict[str, Callable[[argparse.Namespace, Any], list[Any]]] = {
+    "sign": _run_sign,
+}

@@ -1,0 +1,163 @@
+"""`signproxy bench`: the report's schema and honesty, not its figures.
+
+No test here asserts a timing: the targets are measured by the bench.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signproxy import bench, cli
+
+SIGN_CASES = {"sign/botocore", "sign/local-warm", "sign/local-cold"}
+CASE_FIELDS = {
+    "name",
+    "unit",
+    "better",
+    "median",
+    "p99",
+    "baseline",
+    "ratio",
+    "rounds",
+    "details",
+}
+
+
+def run_bench(*args: str) -> int:
+    return cli.main(["bench", *args, "--no-progress"])
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def check_schema(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The stable schema, and every ratio equal to median / baseline median."""
+    assert set(report) == {"host", "versions", "settings", "cases"}
+    assert {"cpu", "cores", "os", "python"} <= set(report["host"])
+    assert {"signproxy", "mitmproxy", "botocore", "python", "weed"} <= set(
+        report["versions"]
+    )
+    assert report["versions"]["signproxy"]
+    cases = {case["name"]: case for case in report["cases"]}
+    assert len(cases) == len(report["cases"]), "case names must be unique"
+    for case in cases.values():
+        assert set(case) == CASE_FIELDS
+        assert case["median"] > 0
+        if case["baseline"] is None:
+            assert case["ratio"] is None
+        else:
+            base = cases[case["baseline"]]
+            assert base["unit"] == case["unit"]
+            assert case["ratio"] == pytest.approx(case["median"] / base["median"])
+        if case["better"] == bench.HIGHER:
+            assert case["p99"] <= case["median"]
+        else:
+            assert case["p99"] >= case["median"]
+    return cases
+
+
+# --- the harness -----------------------------------------------------------
+
+
+def test_percentile_is_nearest_rank() -> None:
+    samples = [float(n) for n in range(1, 101)]
+    assert bench.percentile(samples, 0.99) == 99.0
+    assert bench.percentile(samples, 0.01) == 1.0
+    assert bench.percentile([7.0], 0.99) == 7.0
+
+
+def test_p99_is_the_tail_in_the_bad_direction() -> None:
+    throughput = bench.Case("t", "req/s", [100.0, 90.0, 10.0])
+    latency = bench.Case("l", "ms", [1.0, 2.0, 30.0], better=bench.LOWER)
+    assert (throughput.median, throughput.p99) == (90.0, 10.0)
+    assert (latency.median, latency.p99) == (2.0, 30.0)
+
+
+def test_ratio_is_median_over_the_baselines_median() -> None:
+    report = bench.Report({}, {}, {})
+    report.add(
+        bench.Case("base", "sig/s", [10.0, 20.0, 30.0]),
+        bench.Case("ours", "sig/s", [50.0, 60.0, 70.0], baseline="base"),
+    )
+    assert report.ratio(report.case("ours")) == 3.0
+    assert report.ratio(report.case("base")) is None
+
+
+def test_case_without_samples_is_refused() -> None:
+    with pytest.raises(ValueError, match="case 'empty' has no samples"):
+        bench.Case("empty", "sig/s", [])
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1GiB", 1 << 30), ("256MiB", 256 << 20), ("64K", 65536), ("1000", 1000)],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert bench.parse_size(text) == size
+    assert bench.parse_size(bench.size_label(size)) == size
+
+
+def test_parse_size_names_the_bad_value() -> None:
+    with pytest.raises(ValueError, match=r"invalid size '1\.5GiB'"):
+        bench.parse_size("1.5GiB")
+
+
+def test_failures_refuse_the_run_with_count_and_first_error() -> None:
+    failures = bench.Failures()
+    failures.record("403 SignatureDoesNotMatch")
+    failures.record("connection reset")
+    with pytest.raises(
+        bench.BenchFailed,
+        match=r"proxy/get-c1: 2 of 10 requests failed; first error: 403 Sig",
+    ):
+        failures.check("proxy/get-c1", 10)
+
+
+# --- bench sign --------------------------------------------------------------
+
+
+def test_bench_sign_writes_the_stable_schema(tmp_path: Path) -> None:
+    out = tmp_path / "sign.json"
+    plot = tmp_path / "sign.png"
+
+    status = run_bench(
+        "sign",
+        "--duration",
+        "0.5",
+        "--rounds",
+        "3",
+        "--no-remote",
+        "--json",
+        str(out),
+        "--plot",
+        str(plot),
+    )
+
+    assert status == 0
+    report = load_report(out)
+    cases = check_schema(report)
+    assert set(cases) == SIGN_CASES
+    assert cases["sign/local-warm"]["baseline"] == "sign/botocore"
+    assert all(case["rounds"] == 3 for case in cases.values())
+    assert report["settings"]["duration"] == 0.5
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_bench_sign_with_a_fixed_count(tmp_path: Path) -> None:
+    out = tmp_path / "sign.json"
+
+    assert run_bench("sign", "--count", "50", "--no-remote", "--json", str(out)) == 0
+
+    assert set(check_schema(load_report(out))) == SIGN_CASES
+
+
+def test_bench_rejects_a_bad_option_naming_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_bench("sign", "--rounds", "0") == 2
+    assert "--rounds must be >= 1, got 0" in capsys.readouterr().err
