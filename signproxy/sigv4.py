@@ -367,12 +367,16 @@ class Signer:
         payload_hash: str,
         credentials: Credentials,
         now: datetime,
+        *,
+        content_sha256_header: bool = True,
     ) -> SignedRequest:
         """Sign with an Authorization header.
 
         `headers` are those the request will carry, including `host`; any
         authorization, x-amz-date, x-amz-content-sha256 and
         x-amz-security-token among them are replaced by the signer's own.
+        `content_sha256_header=False` leaves x-amz-content-sha256 out, as
+        services other than S3 expect (the payload hash is signed either way).
         """
         _check_method(method)
         _check_payload_hash(payload_hash)
@@ -384,7 +388,9 @@ class Signer:
         if "host" not in signed:
             raise SigningError("missing host header")
 
-        own = [("x-amz-content-sha256", payload_hash), ("x-amz-date", date_time)]
+        own = [("x-amz-date", date_time)]
+        if content_sha256_header:
+            own.insert(0, ("x-amz-content-sha256", payload_hash))
         if credentials.session_token is not None:
             _check_token(credentials.session_token)
             own.append(("x-amz-security-token", credentials.session_token))
