@@ -19,6 +19,7 @@ be equal; a mismatch refuses the run.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from typing import Any
 
 from signproxy import sigv4
 from signproxy.bench import Budget, Case, Failures, Progress, rate
+from signproxy.bench_load import cpu_seconds, own_cpu_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +229,229 @@ def run_local(budget: Budget, rounds: int, progress: Progress) -> list[Case]:
         )
         for name, values in samples.items()
     ]
+
+
+# --- the remote signer --------------------------------------------------------
+
+
+@dataclass
+class RemoteRound:
+    rate: float
+    latencies: list[float]
+    signed_by: dict[str, int]
+    own_cpu: float = 0.0
+    sts_cpu: float = 0.0
+
+
+async def _remote_round(
+    signer: Any,
+    requests: Callable[[int], Any],
+    budget: Budget,
+    concurrency: int,
+    failures: Failures,
+    sts_pids: list[int],
+) -> RemoteRound:
+    """`concurrency` tasks signing requests(i) until the budget is spent."""
+    import time
+
+    from signproxy.signers import SigningFailed
+
+    latencies: list[float] = []
+    signed_by: dict[str, int] = {}
+    counter = iter(range(1 << 62))
+    quota = budget.count
+    start = time.perf_counter()
+    deadline = start + budget.seconds
+
+    async def worker() -> None:
+        while True:
+            i = next(counter)
+            if quota is not None and i >= quota:
+                return
+            if quota is None and time.perf_counter() >= deadline:
+                return
+            began = time.perf_counter()
+            try:
+                signed = await signer.sign(requests(i))
+            except SigningFailed as error:
+                failures.record(f"remote signing failed: {error.status} {error}")
+                continue
+            latencies.append(time.perf_counter() - began)
+            signed_by[signed.signed_by] = signed_by.get(signed.signed_by, 0) + 1
+
+    own_before, sts_before = own_cpu_seconds(), cpu_seconds(sts_pids)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    return RemoteRound(
+        len(latencies) / elapsed,
+        latencies,
+        signed_by,
+        own_cpu_seconds() - own_before,
+        cpu_seconds(sts_pids) - sts_before,
+    )
+
+
+def remote_headers(sample: SampleRequest) -> tuple[tuple[str, str], ...]:
+    """The sample's headers less x-amz-* ones, which remote signing refuses.
+
+    STS object-store-authorization signs host, x-amz-date and
+    x-amz-content-sha256 only, so a request carrying other x-amz-* headers
+    (which S3 requires signed) cannot be signed remotely.
+    """
+    return tuple((n, v) for n, v in sample.headers if not n.startswith("x-amz-"))
+
+
+def _signing_request(sample: SampleRequest, path: str | None = None) -> Any:
+    from signproxy.signers import SigningRequest
+
+    return SigningRequest(
+        sample.method,
+        path or sample.path,
+        sample.query,
+        remote_headers(sample),
+        payload_hash(sample.body),
+        scheme="http",
+    )
+
+
+async def _remote_cases(
+    endpoint: str,
+    sts_pids: list[int],
+    identity: Any,
+    account_id: str,
+    budget: Budget,
+    rounds: int,
+    concurrency: int,
+    progress: Progress,
+) -> list[Case]:
+    from signproxy.signers import SignerSettings, create_signer
+    from signproxy.sts import ScpCredentials
+
+    settings = SignerSettings(
+        mode="remote",
+        region=REGION,
+        sts_endpoint=endpoint,
+        scp_credentials=ScpCredentials(
+            identity.access_key, identity.secret_key, account_id
+        ),
+    )
+    frozen = datetime.now(UTC)
+    # Hit path: a frozen clock, so after the first call per request every
+    # signature comes from the authorization cache.
+    hit_signer = create_signer(settings, clock=lambda: frozen)
+    miss_signer = create_signer(settings)
+    hit_requests = [_signing_request(sample) for sample in SAMPLE_REQUESTS]
+    failures = Failures()
+    await hit_signer.start()
+    await miss_signer.start()
+    try:
+        await _check_remote(hit_signer, identity, failures)
+        failures.check("sign/remote-check", len(SAMPLE_REQUESTS))
+        paths = iter(range(1 << 62))
+        plans = {
+            "sign/remote-hit": (hit_signer, lambda i: hit_requests[i % 4]),
+            # Miss path: every request a new object, so every signature is an
+            # STS object-store-authorization call over loopback.
+            "sign/remote-miss": (
+                miss_signer,
+                lambda i: _signing_request(
+                    SAMPLE_REQUESTS[0],
+                    f"/bench-bucket/miss/{next(paths)}-{i}.json",
+                ),
+            ),
+        }
+        results: dict[str, list[RemoteRound]] = {name: [] for name in plans}
+        with progress.task("sign: remote", rounds * len(plans)) as step:
+            for _ in range(rounds):
+                for name, (signer, requests) in plans.items():
+                    results[name].append(
+                        await _remote_round(
+                            signer, requests, budget, concurrency, failures, sts_pids
+                        )
+                    )
+                    step()
+        total = sum(len(r.latencies) for rs in results.values() for r in rs)
+        failures.check("sign/remote", total + failures.count)
+    finally:
+        await hit_signer.close()
+        await miss_signer.close()
+    return [_remote_case(name, rs, concurrency) for name, rs in results.items()]
+
+
+def _remote_case(name: str, rounds: list[RemoteRound], concurrency: int) -> Case:
+    from signproxy.bench import percentile
+
+    latencies = [value for r in rounds for value in r.latencies]
+    calls = len(latencies)
+    signed_by: dict[str, int] = {}
+    for r in rounds:
+        for by, count in r.signed_by.items():
+            signed_by[by] = signed_by.get(by, 0) + count
+    return Case(
+        name,
+        "sig/s",
+        [r.rate for r in rounds],
+        baseline=BOTOCORE,
+        details={
+            "concurrency": concurrency,
+            "latency_p50_us": percentile(latencies, 0.50) * 1e6,
+            "latency_p99_us": percentile(latencies, 0.99) * 1e6,
+            "signed_by": signed_by,
+            # CPU of this process (signer + STS client) and of the emulator.
+            "signer_cpu_us_per_signature": sum(r.own_cpu for r in rounds) / calls * 1e6,
+            "sts_cpu_us_per_signature": sum(r.sts_cpu for r in rounds) / calls * 1e6,
+        },
+    )
+
+
+async def _check_remote(signer: Any, identity: Any, failures: Failures) -> None:
+    """The emulator's signatures must equal ours with the same key and date."""
+    from signproxy.signers import SigningFailed
+
+    local = sigv4.Signer(REGION)
+    credentials = sigv4.Credentials(identity.access_key, identity.secret_key)
+    for sample in SAMPLE_REQUESTS:
+        try:
+            signed = (await signer.sign(_signing_request(sample))).request
+        except SigningFailed as error:
+            failures.record(f"remote signing failed: {error.status} {error}")
+            continue
+        # Remote signatures cover host and the x-amz-* headers only.
+        host_only = [(n, v) for n, v in sample.headers if n == "host"]
+        ours = local.sign(
+            sample.method,
+            sample.path,
+            sample.query,
+            host_only,
+            payload_hash(sample.body),
+            credentials,
+            sigv4.parse_amz_date(signed.amz_date),
+        )
+        if ours.authorization != signed.authorization:
+            failures.record(
+                f"{sample.method} {sample.path}: the remote signature differs "
+                "from the local signer's with the same key and date"
+            )
+
+
+def run_remote(
+    budget: Budget, rounds: int, concurrency: int, progress: Progress
+) -> list[Case]:
+    """Start the emulator in its own process and time the remote signer."""
+    from signproxy.bench_services import Services, random_identity
+
+    identity = random_identity()
+    with Services() as services:
+        emulator = services.emulator(identity)
+        return asyncio.run(
+            _remote_cases(
+                emulator.endpoint,
+                [emulator.pid],
+                identity,
+                emulator.facts["account_id"],
+                budget,
+                rounds,
+                concurrency,
+                progress,
+            )
+        )

@@ -13,7 +13,8 @@ import pytest
 
 from signproxy import bench, cli
 
-SIGN_CASES = {"sign/botocore", "sign/local-warm", "sign/local-cold"}
+LOCAL_SIGN_CASES = {"sign/botocore", "sign/local-warm", "sign/local-cold"}
+SIGN_CASES = LOCAL_SIGN_CASES | {"sign/remote-hit", "sign/remote-miss"}
 CASE_FIELDS = {
     "name",
     "unit",
@@ -131,7 +132,8 @@ def test_bench_sign_writes_the_stable_schema(tmp_path: Path) -> None:
         "0.5",
         "--rounds",
         "3",
-        "--no-remote",
+        "--sign-concurrency",
+        "4",
         "--json",
         str(out),
         "--plot",
@@ -142,7 +144,11 @@ def test_bench_sign_writes_the_stable_schema(tmp_path: Path) -> None:
     report = load_report(out)
     cases = check_schema(report)
     assert set(cases) == SIGN_CASES
-    assert cases["sign/local-warm"]["baseline"] == "sign/botocore"
+    for name in SIGN_CASES - {"sign/botocore"}:
+        assert cases[name]["baseline"] == "sign/botocore"
+    assert set(cases["sign/remote-hit"]["details"]["signed_by"]) == {"cache"}
+    assert set(cases["sign/remote-miss"]["details"]["signed_by"]) == {"remote"}
+    assert cases["sign/remote-miss"]["details"]["concurrency"] == 4
     assert all(case["rounds"] == 3 for case in cases.values())
     assert report["settings"]["duration"] == 0.5
     assert plot.read_bytes().startswith(b"\x89PNG")
@@ -153,7 +159,7 @@ def test_bench_sign_with_a_fixed_count(tmp_path: Path) -> None:
 
     assert run_bench("sign", "--count", "50", "--no-remote", "--json", str(out)) == 0
 
-    assert set(check_schema(load_report(out))) == SIGN_CASES
+    assert set(check_schema(load_report(out))) == LOCAL_SIGN_CASES
 
 
 def test_bench_rejects_a_bad_option_naming_it(

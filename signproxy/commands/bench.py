@@ -180,6 +180,10 @@ def _run_sign(args: argparse.Namespace, progress: Any) -> list[Any]:
 
     budget = _budget(args, "sign")
     cases = bench_sign.run_local(budget, args.rounds, progress)
+    if not args.no_remote:
+        cases += bench_sign.run_remote(
+            budget, args.rounds, args.sign_concurrency, progress
+        )
     return cases
 
 
