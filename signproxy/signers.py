@@ -278,7 +278,8 @@ class RemoteSigner:
         self._metrics = metrics
         self.on_close: list[Closer] = []
         self._cache: cachetools.TTLCache[tuple[str, ...], _Authorization] | None = (
-            cachetools.TTLCache(cache_size, cache_ttl, timer=self._timestamp)
+            # The TTL here only bounds memory; freshness is judged by _fresh.
+            cachetools.TTLCache(cache_size, cache_ttl + 1, timer=self._timestamp)
             if cache_size > 0 and cache_ttl > 0
             else None
         )
@@ -335,6 +336,7 @@ class RemoteSigner:
         return await asyncio.shield(task), signed_by
 
     def _fresh(self, cached: _Authorization) -> bool:
+        """Whether the signed date (whole seconds) is at most cache_ttl old."""
         age = (self._clock() - sigv4.parse_amz_date(cached.amz_date)).total_seconds()
         return 0 <= age <= self._cache_ttl
 
