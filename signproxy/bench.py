@@ -356,7 +356,7 @@ def render_table(report: Report) -> Any:
     table = Table(title="signproxy bench", title_justify="left")
     for column in ("case", "unit", "median", "p99", "vs baseline", "ratio"):
         justify = "left" if column in ("case", "unit", "vs baseline") else "right"
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, no_wrap=True)
     for case in report.cases:
         ratio = report.ratio(case)
         table.add_row(

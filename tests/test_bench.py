@@ -5,13 +5,15 @@ No test here asserts a timing: the targets are measured by the bench.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from signproxy import bench, cli
+from signproxy import bench, bench_load, bench_proxy, cli, sigv4
+from signproxy.seaweed import Identity, LocalStore
 
 LOCAL_SIGN_CASES = {"sign/botocore", "sign/local-warm", "sign/local-cold"}
 SIGN_CASES = LOCAL_SIGN_CASES | {"sign/remote-hit", "sign/remote-miss"}
@@ -167,3 +169,100 @@ def test_bench_rejects_a_bad_option_naming_it(
 ) -> None:
     assert run_bench("sign", "--rounds", "0") == 2
     assert "--rounds must be >= 1, got 0" in capsys.readouterr().err
+
+
+# --- bench proxy ---------------------------------------------------------------
+
+
+@pytest.fixture
+def bench_store_env(
+    monkeypatch: pytest.MonkeyPatch, store_identity: Identity
+) -> Identity:
+    """`--store` keys for the bench, from the environment as it requires."""
+    monkeypatch.setenv("SIGNPROXY_BENCH_STORE_ACCESS_KEY", store_identity.access_key)
+    monkeypatch.setenv("SIGNPROXY_BENCH_STORE_SECRET_KEY", store_identity.secret_key)
+    return store_identity
+
+
+def test_bench_proxy_measures_signproxy_mitmdump_and_direct(
+    store: LocalStore, bench_store_env: Identity, tmp_path: Path
+) -> None:
+    out = tmp_path / "proxy.json"
+
+    status = run_bench(
+        "proxy",
+        "--store",
+        store.endpoint,
+        "--duration",
+        "0.4",
+        "--rounds",
+        "2",
+        "--concurrency",
+        "1,2",
+        "--json",
+        str(out),
+    )
+
+    assert status == 0
+    cases = check_schema(load_report(out))
+    for op in ("get", "put"):
+        for c in (1, 2):
+            ours, stock, direct = (
+                f"proxy/{op}-c{c}",
+                f"proxy/mitmdump-{op}-c{c}",
+                f"proxy/direct-{op}-c{c}",
+            )
+            assert cases[ours]["baseline"] == stock
+            assert cases[stock]["baseline"] == direct
+            assert cases[direct]["baseline"] is None
+            assert cases[f"{ours}-p50"]["baseline"] == f"{direct}-p50"
+            assert cases[f"{ours}-p99"]["unit"] == "ms"
+            assert cases[f"{ours}-cpu"]["baseline"] == f"{stock}-cpu"
+            assert cases[ours]["details"]["failed"] == 0
+            assert cases[ours]["details"]["requests"] > 0
+
+
+def test_bench_proxy_refuses_a_run_with_failed_requests(
+    store: LocalStore,
+    monkeypatch: pytest.MonkeyPatch,
+    store_identity: Identity,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SIGNPROXY_BENCH_STORE_ACCESS_KEY", store_identity.access_key)
+    monkeypatch.setenv("SIGNPROXY_BENCH_STORE_SECRET_KEY", "not-the-stores-secret")
+
+    status = run_bench("proxy", "--store", store.endpoint, "--duration", "0.2")
+
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "refusing to report" in err
+    assert "HTTP 403" in err
+
+
+def test_load_generator_counts_failures_and_check_refuses(
+    store: LocalStore, store_identity: Identity
+) -> None:
+    host, _, port = store.endpoint.split("://", 1)[1].rpartition(":")
+    wrong = sigv4.Credentials(store_identity.access_key, "wrong-secret")
+    request = bench_proxy.raw_request(
+        "GET", "/no-such-bucket-bench/x", f"{host}:{port}", wrong
+    )
+    spec = bench_load.LoadSpec(
+        host=host,
+        port=int(port),
+        requests=[base64.b64encode(request).decode()],
+        concurrency=2,
+        rounds=2,
+        seconds=1.0,
+        count=6,
+    )
+
+    result = bench_proxy.run_load(spec)
+
+    assert [r.failed for r in result.rounds] == [6, 6]
+    assert [r.done for r in result.rounds] == [0, 0]
+    with pytest.raises(
+        bench.BenchFailed,
+        match=r"proxy/x: 12 of 12 requests failed; first error: HTTP 403",
+    ):
+        bench_proxy.check_load("proxy/x", result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +102,31 @@ def _sign_options() -> argparse.ArgumentParser:
 
 def _proxy_options() -> argparse.ArgumentParser:
     proxy = argparse.ArgumentParser(add_help=False)
+    proxy.add_argument(
+        "--concurrency",
+        default="1,16",
+        metavar="N[,N...]",
+        help="concurrent connections for the small-request cases (1,16)",
+    )
+    proxy.add_argument(
+        "--object-size",
+        default="1KiB",
+        metavar="SIZE",
+        help="size of the small GET/PUT objects (1KiB)",
+    )
+    proxy.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="passed to `signproxy run --workers` (only if it supports it)",
+    )
+    proxy.add_argument(
+        "--store",
+        metavar="URL",
+        help="bench against this S3 store instead of a fresh local SeaweedFS; "
+        "its keys come from SIGNPROXY_BENCH_STORE_ACCESS_KEY and "
+        "SIGNPROXY_BENCH_STORE_SECRET_KEY",
+    )
     return proxy
 
 
@@ -116,14 +142,57 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--duration must be > 0, got {args.duration}")
     if args.count is not None and args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
+    if hasattr(args, "concurrency"):
+        args.concurrency_levels = _concurrency_levels(args.concurrency)
+        args.object_bytes = _size("--object-size", args.object_size)
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        args.store_identity = _store_identity(args.store)
     if getattr(args, "sign_concurrency", 1) < 1:
         raise ValueError(
             f"--sign-concurrency must be >= 1, got {args.sign_concurrency}"
         )
 
 
+def _concurrency_levels(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise ValueError(
+            f"--concurrency: invalid value {text!r}: positive numbers, e.g. 1,16"
+        )
+    return levels
+
+
+def _size(option: str, text: str) -> int:
+    from signproxy.bench import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise ValueError(f"{option}: {error}") from None
+
+
+def _store_identity(store: str | None) -> Any:
+    """The --store's keys, from the environment (never from argv)."""
+    if store is None:
+        return None
+    from signproxy.seaweed import Identity
+
+    access = os.environ.get("SIGNPROXY_BENCH_STORE_ACCESS_KEY", "")
+    secret = os.environ.get("SIGNPROXY_BENCH_STORE_SECRET_KEY", "")
+    if not (access and secret):
+        raise ValueError(
+            "--store needs SIGNPROXY_BENCH_STORE_ACCESS_KEY and "
+            "SIGNPROXY_BENCH_STORE_SECRET_KEY in the environment"
+        )
+    return Identity("bench", access, secret)
+
+
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"func", "command"}
+    skip = {"func", "command", "store_identity"}
     return {
         key: str(value) if isinstance(value, Path) else value
         for key, value in vars(args).items()
@@ -159,7 +228,10 @@ def _present(report: Any, args: argparse.Namespace) -> None:
 
     from signproxy.bench import render_table, write_plot
 
-    Console().print(render_table(report))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)  # whole case names in logs and pipes
+    console.print(render_table(report))
     if args.json is not None:
         report.write_json(args.json)
         print(f"wrote {args.json}", file=sys.stderr)
@@ -187,6 +259,22 @@ def _run_sign(args: argparse.Namespace, progress: Any) -> list[Any]:
     return cases
 
 
+def _run_proxy(args: argparse.Namespace, progress: Any) -> list[Any]:
+    from signproxy import bench_proxy
+
+    return bench_proxy.run_proxy(
+        _budget(args, "proxy"),
+        args.rounds,
+        args.concurrency_levels,
+        progress,
+        object_size=args.object_bytes,
+        workers=args.workers,
+        store_endpoint=args.store,
+        store_identity=args.store_identity,
+    )
+
+
 _PART_RUNNERS: dict[str, Callable[[argparse.Namespace, Any], list[Any]]] = {
     "sign": _run_sign,
+    "proxy": _run_proxy,
 }
