@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.store",
     "tests.fixtures.emulator",
+    "tests.fixtures.proxy",
 ]

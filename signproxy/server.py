@@ -1,0 +1,227 @@
+"""A trimmed, embedded mitmproxy that runs the signing addon.
+
+`mitmdump` loads some thirty addons and spends about 3 ms of CPU per request;
+the proxy needs four of them (see performance-notes.md: trimmed is ~2x
+faster):
+
+* `core.Core` - option checks and the `set` command; no request hooks;
+* `proxyserver.Proxyserver` - the listening sockets and connection handlers;
+* `next_layer.NextLayer` - decides each connection's protocol layers (without
+  it no request is ever parsed);
+* `tlsconfig.TlsConfig` - TLS towards an https:// upstream, and the
+  interception certificates of forward mode.
+
+Left out on purpose: the dumper and termlog (we log ourselves), script
+loading, save/replay, map/modify, blocklist, anticache and the rest, and
+`errorcheck` / `keepserving` (start-up failures and the life cycle are
+handled here).
+
+One process serves one core.  `ProxyServer` is built so that several worker
+processes could each run one, sharing the port (SO_REUSEPORT); that is not
+wired yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mitmproxy import options as mitm_options
+from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
+from mitmproxy.master import Master
+from mitmproxy.utils import asyncio_utils
+
+from signproxy.addon import SigningAddon
+from signproxy.options import ProxyConfig
+
+if TYPE_CHECKING:
+    from signproxy.metrics import ManagementServer, Metrics
+    from signproxy.signers import RequestSigner
+
+logger = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 20.0  # how long in-flight requests may finish after SIGTERM
+
+
+class StartupError(RuntimeError):
+    """The proxy could not start (e.g. the port is taken)."""
+
+
+def mitmproxy_options(config: ProxyConfig) -> mitm_options.Options:
+    """mitmproxy's own options for a config; fixed ones are not user choices."""
+    host, port = config.listen
+    mode = f"reverse:{config.upstream}" if config.mode == "reverse" else "regular"
+    opts = mitm_options.Options()
+    # Options declared by the addons must exist before they can be set, so
+    # the addons are added first (see ProxyServer.start).
+    opts.update_defer(
+        mode=[mode],
+        listen_host=host,
+        listen_port=port,
+        confdir=config.confdir,
+        # We need the client's Host to recognise virtual-host-style requests;
+        # the addon sets the upstream's Host itself.
+        keep_host_header=True,
+        # Connect upstream when a request needs it, so an unreachable store
+        # is answered per request (502) instead of dropping the connection.
+        connection_strategy="lazy",
+        store_streamed_bodies=False,
+    )
+    return opts
+
+
+class ProxyServer:
+    """One embedded mitmproxy with the signing addon, and its management port."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        signer: RequestSigner,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.signer = signer
+        self.metrics = metrics
+        self.addon = SigningAddon(config, signer, metrics)
+        self.master: Master | None = None
+        self.management: ManagementServer | None = None
+
+    @property
+    def listen_addrs(self) -> list[tuple[str, int]]:
+        assert self.master is not None
+        server = self.master.addons.get("proxyserver")
+        return [(a[0], a[1]) for a in server.listen_addrs()]
+
+    async def start(self) -> None:
+        """Start the signer, then listen; raises StartupError on failure."""
+        try:
+            await self.signer.start()
+        except Exception as error:
+            raise StartupError(
+                f"the {self.signer.name} signer could not start: {error}"
+            ) from None
+        self.master = Master(mitmproxy_options(self.config))
+        # No addon here listens to the deprecated `add_log` events, and that
+        # handler would format records after other handlers' filters (the
+        # redacting one turns tuples into lists, which it cannot format).
+        self.master._legacy_log_events.uninstall()
+        self.master.addons.add(
+            core.Core(),
+            proxyserver.Proxyserver(),
+            next_layer.NextLayer(),
+            tlsconfig.TlsConfig(),
+            self.addon,
+        )
+        self.master.options.process_deferred()
+        server = self.master.addons.get("proxyserver")
+        if not await server.setup_servers():
+            failures = [s.last_exception for s in server.servers if s.last_exception]
+            detail = "; ".join(str(f) for f in failures) or "see the log"
+            await self.signer.close()
+            raise StartupError(f"unable to listen on {self._listen_text()}: {detail}")
+        await self.master.running()
+        await self._start_management()
+
+    async def _start_management(self) -> None:
+        if self.config.metrics_listen is None:
+            return
+        from signproxy.metrics import ManagementServer, Metrics
+
+        if self.metrics is None:
+            self.metrics = self.addon.metrics = Metrics()
+        host, port = self.config.metrics_listen
+        self.management = ManagementServer(host, port, self.metrics, self.signer.ready)
+        await self.management.start()
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, then shut down."""
+        if self.master is None:
+            return
+        if self.metrics is not None:
+            self.metrics.set_draining(True)
+        server = self.master.addons.get("proxyserver")
+        await server.servers.update([])
+        if not await self.addon.wait_idle(DRAIN_SECONDS):
+            logger.warning("stopping with %d requests in flight", self.addon.in_flight)
+        await _close_idle_connections(server)
+        if self.management is not None:
+            await self.management.stop()
+        await self.master.done()
+        await self.signer.close()
+        self.master = None
+
+    def _listen_text(self) -> str:
+        return "{}:{}".format(*self.config.listen)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Start, log the start-up line, serve until `stop` is set, stop."""
+        with asyncio_utils.install_exception_handler(_log_loop_exception):
+            await self.start()
+            try:
+                addrs = ", ".join(f"{h}:{p}" for h, p in self.listen_addrs)
+                logger.info(
+                    "signproxy listening on %s: mode=%s upstream=%s signer=%s "
+                    "payload=%s",
+                    addrs,
+                    self.config.mode,
+                    self.config.upstream or ",".join(self.config.allow_hosts),
+                    self.signer.name,
+                    self.config.payload,
+                )
+                await stop.wait()
+                logger.info("signproxy stopping")
+            finally:
+                await self.stop()
+
+
+async def _close_idle_connections(server: proxyserver.Proxyserver) -> None:
+    """Close the client connections still open (idle keep-alive ones)."""
+    for handler in list(server.connections.values()):
+        transport = handler.transports.get(handler.client)
+        if transport is not None and transport.handler is not None:
+            transport.handler.cancel("signproxy is stopping")
+    # Each handler now runs its own clean-up; give them a moment to finish.
+    for _ in range(100):
+        if not server.connections:
+            return
+        await asyncio.sleep(0.01)
+
+
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    error = context.get("exception")
+    if error is None:
+        logger.error("event loop: %s", context.get("message"))
+    else:
+        logger.error("event loop: unexpected %s", type(error).__name__, exc_info=error)
+
+
+def run(
+    config: ProxyConfig,
+    make_signer: Callable[[], RequestSigner],
+    metrics: Metrics | None = None,
+) -> int:
+    """Serve until SIGINT or SIGTERM; 0 on a clean stop, 1 if start-up failed."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        server = ProxyServer(config, make_signer(), metrics)
+        try:
+            await server.serve(stop)
+        except StartupError as error:
+            logger.error("%s", error)
+            return 1
+        return 0
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # mitmproxy logs every connection at INFO; that is debug detail here.
+        logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(main())
+    return 0
