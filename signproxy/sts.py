@@ -835,6 +835,14 @@ class SyncStsClient:
     async client on a private event loop (not usable inside a running loop)."""
 
     def __init__(self, endpoint: str, credentials: ScpCredentials, **kwargs: Any):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "SyncStsClient cannot run inside a running event loop; use StsClient"
+            )
         self._runner = asyncio.Runner()
         self._client = self._runner.run(self._make(endpoint, credentials, kwargs))
 
