@@ -727,15 +727,20 @@ def create_signer(
 
 
 def _endpoint(settings: SignerSettings, environ: Mapping[str, str]) -> str | None:
-    """The STS endpoint, or None when nothing needs STS and none is set."""
+    """The STS endpoint, or None when nothing needs STS and none is set.
+
+    An endpoint that is given but invalid is an error in every mode.
+    """
+    given = (
+        settings.sts_endpoint
+        or environ.get("SCP_STS_ENDPOINT")
+        or environ.get("SCP_ENV")
+    )
     needs_sts = settings.mode == "remote" or settings.role_configured
-    try:
-        return sts.resolve_endpoint(settings.sts_endpoint, environ)
-    except ValueError:
-        if needs_sts:
-            raise
+    if not given and not needs_sts:
         logger.info("no STS endpoint configured: signing with static keys only")
         return None
+    return sts.resolve_endpoint(settings.sts_endpoint, environ)
 
 
 def _provider(

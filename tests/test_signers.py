@@ -276,6 +276,12 @@ def test_factory_role_needs_an_sts_endpoint() -> None:
         create_signer(settings, environ={})
 
 
+def test_factory_refuses_an_invalid_endpoint_even_when_optional() -> None:
+    settings = SignerSettings(scp_credentials=SCP, sts_endpoint="ftp://sts.test")
+    with pytest.raises(ValueError, match=r"invalid STS endpoint 'ftp://sts\.test'"):
+        create_signer(settings, environ={})
+
+
 async def test_factory_local_without_role_uses_the_scp_keys() -> None:
     env = {"SCP_ACCESS_KEY": SCP.access_key, "SCP_SECRET_KEY": SCP.secret_key}
     signer = create_signer(SignerSettings(mode="local"), environ=env)
