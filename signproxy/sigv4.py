@@ -41,7 +41,8 @@ PAYLOAD_CONSTANTS = frozenset(
 MAX_PRESIGN_EXPIRES = 604800  # seven days, the SigV4 limit
 
 # Headers that are never signed.  Hop-by-hop headers belong to one connection
-# and may be rewritten by any proxy on the way; user-agent, expect, tracing and
+# and may be rewritten by any proxy on the way; user-agent, expect, tracing
+# headers (x-amzn-trace-id, W3C traceparent, tracestate, baggage) and
 # forwarding headers are added or changed by intermediaries; authorization
 # carries the signature itself.
 #
@@ -53,6 +54,7 @@ MAX_PRESIGN_EXPIRES = 604800  # seven days, the SigV4 limit
 UNSIGNED_HEADERS = frozenset(
     {
         "authorization",
+        "baggage",
         "connection",
         "content-length",
         "expect",
@@ -62,6 +64,8 @@ UNSIGNED_HEADERS = frozenset(
         "proxy-authorization",
         "proxy-connection",
         "te",
+        "traceparent",
+        "tracestate",
         "trailer",
         "transfer-encoding",
         "upgrade",
