@@ -132,6 +132,28 @@ def _proxy_options() -> argparse.ArgumentParser:
 
 def _upload_options() -> argparse.ArgumentParser:
     upload = argparse.ArgumentParser(add_help=False)
+    upload.add_argument(
+        "--size",
+        default="1GiB",
+        metavar="SIZE",
+        help="the large upload's size; a quarter of it is uploaded too (1GiB)",
+    )
+    upload.add_argument(
+        "--modes",
+        default="signed,unsigned,client-hash",
+        metavar="MODE[,MODE...]",
+        help="payload modes: signed (aws-chunked), unsigned, client-hash",
+    )
+    upload.add_argument(
+        "--upload-rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="uploads per mode, size and target (1)",
+    )
+    for name in ("--workers", "--store"):
+        # Shared with `bench proxy`; declared again so `bench upload` has them.
+        upload.add_argument(name, type=int if name == "--workers" else str)
     return upload
 
 
@@ -147,6 +169,12 @@ def _check(args: argparse.Namespace) -> None:
         args.object_bytes = _size("--object-size", args.object_size)
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        args.store_identity = _store_identity(args.store)
+    if hasattr(args, "size"):
+        args.size_bytes = _size("--size", args.size)
+        args.upload_modes = _modes(args.modes)
+        if args.upload_rounds < 1:
+            raise ValueError(f"--upload-rounds must be >= 1, got {args.upload_rounds}")
         args.store_identity = _store_identity(args.store)
     if getattr(args, "sign_concurrency", 1) < 1:
         raise ValueError(
@@ -164,6 +192,18 @@ def _concurrency_levels(text: str) -> list[int]:
             f"--concurrency: invalid value {text!r}: positive numbers, e.g. 1,16"
         )
     return levels
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    from signproxy.bench_upload import MODES
+
+    modes = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [mode for mode in modes if mode not in MODES]
+    if not modes or unknown:
+        raise ValueError(
+            f"--modes: invalid value {text!r}: choose from {', '.join(MODES)}"
+        )
+    return modes
 
 
 def _size(option: str, text: str) -> int:
@@ -274,7 +314,22 @@ def _run_proxy(args: argparse.Namespace, progress: Any) -> list[Any]:
     )
 
 
+def _run_upload(args: argparse.Namespace, progress: Any) -> list[Any]:
+    from signproxy import bench_upload
+
+    return bench_upload.run_upload(
+        args.size_bytes,
+        args.upload_rounds,
+        progress,
+        modes=args.upload_modes,
+        workers=args.workers,
+        store_endpoint=args.store,
+        store_identity=args.store_identity,
+    )
+
+
 _PART_RUNNERS: dict[str, Callable[[argparse.Namespace, Any], list[Any]]] = {
     "sign": _run_sign,
     "proxy": _run_proxy,
+    "upload": _run_upload,
 }
