@@ -217,6 +217,7 @@ def test_dashboard_and_alerts_work_on_real_scrapes(
         "static_keys": False,
         "env": emulator.env(),
         "sts_endpoint": emulator.endpoint,
+        "log_format": "json",
     }
     local = start_proxy(
         signer="local",
@@ -242,8 +243,9 @@ def test_dashboard_and_alerts_work_on_real_scrapes(
         ),
         "both proxies scraped and ready",
     )
+    buckets = {proxy.port: f"prom-{uuid.uuid4().hex[:12]}" for proxy in (local, remote)}
     for proxy in (local, remote):
-        traffic(proxy, f"prom-{uuid.uuid4().hex[:12]}")
+        traffic(proxy, buckets[proxy.port])
 
     # Every panel query parses; each returns finite data once scraped.
     pending = {
@@ -296,6 +298,11 @@ def test_dashboard_and_alerts_work_on_real_scrapes(
         ]
         return loaded if len(evaluated) == len(alert_rules()) else []
 
+    # The proxies' JSON logs: one object per line, access lines without bucket
+    # names, and no secret.
+    for proxy in (local, remote):
+        check_json_log(proxy, buckets[proxy.port], emulator.secret_key)
+
     loaded = poll(rules_evaluated, "every alert rule evaluated")
     assert {rule["name"] for rule in loaded} == {r["alert"] for r in alert_rules()}
     for rule in loaded:
@@ -311,3 +318,16 @@ def _metrics_target(proxy: RunningProxy) -> str:
     ]
     assert re.fullmatch(r"127\.0\.0\.1:\d+", address)
     return address
+
+
+def check_json_log(proxy: RunningProxy, bucket: str, secret: str) -> None:
+    text = proxy.log_text()
+    assert secret not in text
+    entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    access = [e for e in entries if e["logger"] == "signproxy.access"]
+    assert len(access) >= 20, len(access)
+    classes = {e["access"]["path_class"] for e in access}
+    assert {"bucket", "object"} <= classes
+    for entry in access:
+        assert bucket not in json.dumps(entry)
+        assert entry["access"]["status"] in (200, 204, 404)
