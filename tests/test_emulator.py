@@ -41,11 +41,12 @@ def scp_headers(
     when: datetime | None = None,
     version: str | None = "sts 1.1",
     account_id: str | None = None,
+    skew: timedelta = timedelta(0),
 ) -> dict[str, str]:
     """The documented SCP HMAC headers, computed here independently."""
     access_key = access_key or handle.access_key
     account_id = handle.account_id if account_id is None else account_id
-    stamp = str(int((when or datetime.now(UTC)).timestamp() * 1000))
+    stamp = str(int(((when or datetime.now(UTC)) + skew).timestamp() * 1000))
     message = f"POST{handle.endpoint}{path}{stamp}{access_key}{account_id}Openapi"
     digest = hmac.new(
         (secret or handle.secret_key).encode(), message.encode(), hashlib.sha256
@@ -84,11 +85,13 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     return errors[0]
 
 
-def osa_body(**changes: Any) -> dict[str, Any]:
+def osa_body(now: str | None = None, **changes: Any) -> dict[str, Any]:
+    """An object-store-authorization body; `now="{now}"` defers the date to
+    `_fill`, for tables built at collection time."""
     return {
         "method": "GET",
         "url": "http://127.0.0.1:9000/bucket/key",
-        "x_amz_date": sigv4.amz_date(datetime.now(UTC)),
+        "x_amz_date": now or sigv4.amz_date(datetime.now(UTC)),
         "x_amz_content_sha256": sigv4.EMPTY_SHA256,
     } | changes
 
@@ -142,7 +145,11 @@ def test_keep_alive_serves_many_calls_on_one_connection(emulator: EmulatorHandle
         ({"access_key": "AKUNKNOWN"}, "unknown access key 'AKUNKNOWN'"),
         ({"account_id": "0" * 33}, "Scp-AccountId does not match the key"),
         (
-            {"when": datetime.now(UTC) + timedelta(minutes=6)},
+            {"skew": timedelta(minutes=6)},
+            "Scp-Timestamp is more than 5 minutes from the service's time",
+        ),
+        (
+            {"skew": -timedelta(minutes=6)},
             "Scp-Timestamp is more than 5 minutes from the service's time",
         ),
     ],
@@ -238,15 +245,16 @@ BAD_BODIES = [
                  "saml_assertion": "%%%not base64"},
      "saml_assertion: saml_assertion is not valid base64"),
     (AUTHORIZATION, {"url": "u"}, "method: field required"),
-    (AUTHORIZATION, osa_body(x_amz_content_sha256=None),
+    (AUTHORIZATION, osa_body("{now}", x_amz_content_sha256=None),
      "x_amz_content_sha256: field required"),
-    (AUTHORIZATION, osa_body(x_amz_date="2026-12-03"),
+    (AUTHORIZATION, osa_body("{now}", x_amz_date="2026-12-03"),
      "x_amz_date: malformed x-amz-date '2026-12-03'"),
-    (AUTHORIZATION, osa_body(x_amz_content_sha256="abc"),
+    (AUTHORIZATION, osa_body("{now}", x_amz_content_sha256="abc"),
      "x_amz_content_sha256: malformed payload hash 'abc'"),
-    (AUTHORIZATION, osa_body(url="ftp://host/x"), "url: unparseable URL"),
-    (AUTHORIZATION, osa_body(method="GE T"), "method: 'GE T' is not an HTTP method"),
-    (AUTHORIZATION, osa_body(region="a/b"), "region: invalid region 'a/b'"),
+    (AUTHORIZATION, osa_body("{now}", url="ftp://host/x"), "url: unparseable URL"),
+    (AUTHORIZATION, osa_body("{now}", method="GE T"),
+     "method: 'GE T' is not an HTTP method"),
+    (AUTHORIZATION, osa_body("{now}", region="a/b"), "region: invalid region 'a/b'"),
 ]  # fmt: skip
 
 
@@ -254,8 +262,10 @@ def _fill(value: Any, handle: EmulatorHandle) -> Any:
     if isinstance(value, dict):
         return {key: _fill(item, handle) for key, item in value.items()}
     if isinstance(value, str):
-        return value.replace("{role}", handle.role_indicator).replace(
-            "{principal}", handle.principal_indicator
+        return (
+            value.replace("{role}", handle.role_indicator)
+            .replace("{principal}", handle.principal_indicator)
+            .replace("{now}", sigv4.amz_date(datetime.now(UTC)))
         )
     return value
 
