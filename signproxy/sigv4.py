@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -93,6 +94,7 @@ QUERY_AUTH_PARAMS = frozenset(
 )
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_HEADER_NAME_MEMO = 512  # distinct header names remembered per Signer
 
 # A percent escape whose byte is NOT unreserved: decoding then re-encoding it
 # gives the same escape back.  (An escape of an unreserved byte such as %41
@@ -310,6 +312,19 @@ def derive_signing_key(secret_key: str, date: str, region: str, service: str) ->
 # --- the signer -----------------------------------------------------------
 
 
+class _Signature(NamedTuple):
+    """What one signing pass yields; cheap to build on the hot path."""
+
+    path: str
+    query: str
+    signature: str
+    scope: str
+    signed_headers: str
+    signing_key: bytes
+    canonical_request: str
+    string_to_sign: str
+
+
 class Signer:
     """Signs S3 requests for one region and service.
 
@@ -342,9 +357,56 @@ class Signer:
         self._key_cache_size = key_cache_size
         self._key_lock = threading.Lock()
         self.sign_content_length = sign_content_length
+        # Small per-instance memos for the hot path (bounded, never secret):
+        # header name -> (lower-case name, signed?), and the last date seen.
+        self._header_names: dict[str, tuple[str, bool]] = {}
+        self._last_date: tuple[datetime, str] | None = None
 
     def __repr__(self) -> str:
         return f"Signer(region={self.region!r}, service={self.service!r})"
+
+    def _amz_date(self, now: datetime) -> str:
+        last = self._last_date
+        if last is not None and last[0] is now:
+            return last[1]
+        date_time = amz_date(now)
+        self._last_date = (now, date_time)
+        return date_time
+
+    def _header_name(self, name: str) -> tuple[str, bool]:
+        known = self._header_names.get(name)
+        if known is not None:
+            return known
+        lname = name.lower()
+        if not _HEADER_NAME.fullmatch(lname):
+            raise SigningError(f"invalid header name {name[:100]!r}")
+        signed = lname not in OWN_HEADERS and (
+            is_signed_header(lname)
+            or (self.sign_content_length and lname == "content-length")
+        )
+        if len(self._header_names) >= _HEADER_NAME_MEMO:
+            self._header_names.clear()
+        self._header_names[name] = known = (lname, signed)
+        return known
+
+    def _canonical_headers(self, headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+        """canonical_headers(), with header names checked once per Signer."""
+        collected: dict[str, str] = {}
+        known_names = self._header_names
+        for name, value in headers:
+            lname, signed = known_names.get(name) or self._header_name(name)
+            # A printable value has no whitespace but " ": then the cheap
+            # checks below decide exactly when folding would change it.
+            printable = value.isprintable()
+            if not printable and ("\n" in value or "\r" in value or "\0" in value):
+                raise SigningError(f"header {lname!r} value contains CR, LF or NUL")
+            if not signed:
+                continue
+            if not printable or "  " in value or value[:1] == " " or value[-1:] == " ":
+                value = " ".join(value.split())
+            previous = collected.get(lname)
+            collected[lname] = value if previous is None else f"{previous},{value}"
+        return collected
 
     def signing_key(self, credentials: Credentials, date: str) -> bytes:
         """The derived key for `date` (YYYYMMDD), from the bounded cache."""
@@ -385,10 +447,8 @@ class Signer:
         _check_method(method)
         _check_payload_hash(payload_hash)
         _check_credentials(credentials)
-        date_time = amz_date(now)
-        signed = canonical_headers(
-            headers, sign_content_length=self.sign_content_length
-        )
+        date_time = self._amz_date(now)
+        signed = self._canonical_headers(headers)
         if "host" not in signed:
             raise SigningError("missing host header")
 
@@ -452,10 +512,8 @@ class Signer:
                 f"expires must be an integer in 1..{MAX_PRESIGN_EXPIRES}, "
                 f"got {expires!r}"
             )
-        date_time = amz_date(now)
-        signed = canonical_headers(
-            headers, sign_content_length=self.sign_content_length
-        )
+        date_time = self._amz_date(now)
+        signed = self._canonical_headers(headers)
         if "host" not in signed:
             raise SigningError("missing host header")
 
@@ -506,7 +564,7 @@ class Signer:
         payload_hash: str,
         credentials: Credentials,
         date_time: str,
-    ) -> SignedRequest:
+    ) -> _Signature:
         names = sorted(headers)
         signed_headers = ";".join(names)
         header_block = "".join([f"{name}:{headers[name]}\n" for name in names])
@@ -520,18 +578,15 @@ class Signer:
         string_to_sign = f"{ALGORITHM}\n{date_time}\n{scope}\n{digest}"
         key = self.signing_key(credentials, date)
         signature = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
-        return SignedRequest(
-            path=path,
-            query=query,
-            headers=(),
-            authorization="",
-            signature=signature,
-            amz_date=date_time,
-            scope=scope,
-            signed_headers=signed_headers,
-            signing_key=key,
-            canonical_request=canonical_request,
-            string_to_sign=string_to_sign,
+        return _Signature(
+            path,
+            query,
+            signature,
+            scope,
+            signed_headers,
+            key,
+            canonical_request,
+            string_to_sign,
         )
 
 

@@ -58,7 +58,7 @@ HEADER_NAME = st.one_of(
 HEADER_VALUE = st.text(
     alphabet=string.ascii_letters
     + string.digits
-    + " \t!\"#$%&'()*+,-./:;<=>?@[]^_`{|}~",
+    + " \t\x0b\x0c\xa0\x85!\"#$%&'()*+,-./:;<=>?@[]^_`{|}~é",
     max_size=30,
 )
 HEADERS = st.lists(st.tuples(HEADER_NAME, HEADER_VALUE), max_size=6)
