@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("bench", "emulator", "sts", "run")
+COMMANDS: tuple[str, ...] = ("bench", "emulator", "sts", "run", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
