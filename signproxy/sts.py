@@ -37,7 +37,7 @@ import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -735,7 +735,7 @@ class StsClient:
             else:
                 if response.status_code < 400:
                     self._log(operation, response.status_code, started, attempt)
-                    return self._json(operation, response, secrets)
+                    return self._json(operation, response)
                 failure = self._error(operation, response, secrets)
                 if response.status_code not in _RETRY_STATUSES:
                     self._log(operation, response.status_code, started, attempt)
@@ -769,9 +769,7 @@ class StsClient:
             attempts,
         )
 
-    def _json(
-        self, operation: str, response: httpx.Response, secrets: tuple[str, ...]
-    ) -> dict[str, Any]:
+    def _json(self, operation: str, response: httpx.Response) -> dict[str, Any]:
         try:
             data = response.json()
         except ValueError:
@@ -876,8 +874,3 @@ class SyncStsClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def expires_in(credentials: TemporaryCredentials, now: datetime) -> timedelta:
-    """Time left before `credentials` expire (negative once expired)."""
-    return credentials.expiration - now
