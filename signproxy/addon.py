@@ -29,7 +29,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -59,18 +58,33 @@ _FRAMING_HEADERS = frozenset(
 _V2_PRESIGN_PARAMS = frozenset({"AWSAccessKeyId", "Signature", "Expires"})
 
 
-@dataclass(slots=True)
 class FlowState:
-    """What the addon remembers about one flow, in flow.metadata."""
+    """What the addon remembers about one flow, in flow.metadata.
 
-    request_id: str
-    started: float
-    plan: payload.PayloadPlan | None = None
-    signing_request: Any = None  # signers.SigningRequest, kept until signed
-    signed_by: str | None = None
-    outcome: str | None = None  # set when the proxy answered itself
-    virtual_host: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    A plain class: mitmproxy loads this file as a script module that is not
+    in sys.modules, where dataclasses cannot resolve their annotations.
+    """
+
+    __slots__ = (
+        "counted",
+        "outcome",
+        "plan",
+        "request_id",
+        "signed_by",
+        "signing_request",
+        "started",
+        "virtual_host",
+    )
+
+    def __init__(self, request_id: str, started: float) -> None:
+        self.request_id = request_id
+        self.started = started
+        self.plan: payload.PayloadPlan | None = None
+        self.signing_request: Any = None  # signers.SigningRequest until signed
+        self.signed_by: str | None = None
+        self.outcome: str | None = None  # set when the proxy answered itself
+        self.virtual_host = False
+        self.counted = False  # whether in_flight counts this flow
 
 
 class SigningAddon:
@@ -129,6 +143,12 @@ class SigningAddon:
         )
 
     async def running(self) -> None:
+        if not self._embedded and self.config is not None:
+            # mitmdump may have bound its listeners before this script set
+            # the mode and address; bring them in line (a no-op otherwise).
+            server = ctx.master.addons.get("proxyserver")
+            if server is not None:
+                await server.setup_servers()
         if self.signer is None and self.config is not None:
             from signproxy.signers import create_signer
 
@@ -161,7 +181,7 @@ class SigningAddon:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         state = self._state(flow)
         self.in_flight += 1
-        state.extra["counted"] = True
+        state.counted = True
         await self._guarded(flow, state, self._prepare(flow, state))
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -407,7 +427,8 @@ class SigningAddon:
     def _finish(
         self, flow: http.HTTPFlow, state: FlowState, outcome: str, status: int
     ) -> None:
-        if state.extra.pop("counted", False):
+        if state.counted:
+            state.counted = False
             self.in_flight -= 1
             if self.in_flight == 0 and self._idle is not None:
                 self._idle.set()
@@ -536,17 +557,33 @@ def resign_headers(
 ) -> list[tuple[bytes, bytes]]:
     """Headers for a client's aws-chunked body whose chunk signatures change.
 
-    The re-signed body keeps the client's chunk sizes, so its length is the
-    client's Content-Length; the headers stay as they are.
+    The body is re-framed into `chunk_size` chunks, signed, with the client's
+    checksum trailers carried over; its exact length is known up front.
     """
-    return fields
+    from signproxy import chunked
+
+    assert plan.decoded_length is not None
+    try:
+        trailer = chunked.checksum_trailer_lengths(info.trailer)
+    except chunked.ChunkedFormatError as error:
+        raise errors.bad_request("InvalidRequest", str(error)) from None
+    encoded = chunked.encoded_length(
+        plan.decoded_length, chunk_size, signed=True, trailer=trailer
+    )
+    return _framed(fields, encoded, plan.decoded_length)
 
 
 def _framed(
     fields: list[tuple[bytes, bytes]], encoded: int, decoded: int
 ) -> list[tuple[bytes, bytes]]:
     kept = [(n, v) for n, v in fields if n.lower() not in _FRAMING_HEADERS]
-    encodings = [v for n, v in kept if n.lower() == b"content-encoding"]
+    encodings = [
+        e.strip()
+        for n, v in kept
+        if n.lower() == b"content-encoding"
+        for e in v.split(b",")
+        if e.strip() and e.strip().lower() != b"aws-chunked"
+    ]
     kept = [(n, v) for n, v in kept if n.lower() != b"content-encoding"]
     encoding = b",".join([b"aws-chunked", *encodings])
     kept += [
@@ -577,7 +614,9 @@ def body_stream(
         signer = chunked.ChunkSigner(
             signed.signing_key, signed.amz_date, signed.scope, signed.signature
         )
-        return chunked.Resigner(signer)
+        return chunked.Resigner(
+            chunk_size, signer, info.trailer, expected_length=plan.decoded_length
+        )
     return plan.body is payload.Body.STREAM
 
 

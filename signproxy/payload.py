@@ -98,7 +98,7 @@ def decide(
         raise ValueError(f"unknown payload policy {policy!r}")
     declared = info.client_sha256 or ""
     if info.aws_chunked or declared.startswith("STREAMING-"):
-        return _client_chunked(info, declared, can_stream)
+        return _client_chunked(info, declared, policy, can_stream)
 
     length = info.content_length
     if policy == "unsigned":
@@ -122,8 +122,15 @@ def decide(
     )
 
 
-def _client_chunked(info: BodyInfo, declared: str, can_stream: bool) -> PayloadPlan:
-    """The client already frames its body as aws-chunked."""
+def _client_chunked(
+    info: BodyInfo, declared: str, policy: str, can_stream: bool
+) -> PayloadPlan:
+    """The client already frames its body as aws-chunked.
+
+    The plan's payload hash is what is forwarded: the client's own streaming
+    constant, or the signed-trailer variant when `--payload sign` turns an
+    unsigned-trailer body into a signed one.
+    """
     if not info.aws_chunked and info.decoded_length is None:
         raise errors.bad_request(
             "InvalidRequest",
@@ -135,11 +142,23 @@ def _client_chunked(info: BodyInfo, declared: str, can_stream: bool) -> PayloadP
             "MissingContentLength",
             "an aws-chunked upload needs x-amz-decoded-content-length",
         )
-    if declared == sigv4.STREAMING_UNSIGNED_TRAILER:
+    if declared == sigv4.STREAMING_UNSIGNED_TRAILER and policy != "sign":
         # The chunks carry no signatures; only the seed (the request's own
         # signature) changes, and the checksum trailer guards the data.
         return PayloadPlan(
             "chunked_resigned", Body.STREAM, declared, info.decoded_length
+        )
+    if declared == sigv4.STREAMING_UNSIGNED_TRAILER:
+        if not can_stream:
+            raise errors.unsigned_payload_refused(
+                f"the client sends {declared} and only the local signer can "
+                "sign its chunks"
+            )
+        return PayloadPlan(
+            "chunked_resigned",
+            Body.RESIGN,
+            sigv4.STREAMING_SIGNED_TRAILER,
+            info.decoded_length,
         )
     if declared in (sigv4.STREAMING_SIGNED, sigv4.STREAMING_SIGNED_TRAILER):
         if not can_stream:
