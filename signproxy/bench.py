@@ -87,6 +87,22 @@ class Failures:
             raise BenchFailed(case, self.count, total, self.first or "unknown error")
 
 
+def describe_http_error(status: int, body: bytes) -> str:
+    """`HTTP 403 SignatureDoesNotMatch: <message>` from an S3 error answer.
+
+    Only the code and message are kept: S3 error bodies may echo the
+    request's signature or string to sign, which do not belong in a report.
+    """
+    text = body.decode("utf-8", "replace")
+    code = re.search(r"<Code>([^<]{1,100})</Code>", text)
+    message = re.search(r"<Message>([^<]{1,300})</Message>", text)
+    if code is None:
+        return f"HTTP {status}"
+    return f"HTTP {status} {code.group(1)}" + (
+        f": {message.group(1)}" if message else ""
+    )
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     """Nearest-rank percentile of `samples` (0 < fraction <= 1)."""
     if not samples:
@@ -186,6 +202,8 @@ def host_info() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "memory_mib": _memory_mib(),
+        # Other work on the machine skews every figure: say how busy it was.
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 

@@ -28,6 +28,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from signproxy.bench import describe_http_error
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -207,7 +209,7 @@ class Load:
                 tally[0] += 1
             else:
                 tally[1] += 1
-                self._fail(f"HTTP {status}: {body[:300].decode('latin-1')}")
+                self._fail(describe_http_error(status, body))
             if not keep_alive:
                 writer = await _close(writer)
         await _close(writer)

@@ -35,7 +35,14 @@ from datetime import UTC, datetime
 import httpx
 
 from signproxy import sigv4
-from signproxy.bench import LOWER, Budget, Case, Failures, Progress
+from signproxy.bench import (
+    LOWER,
+    Budget,
+    Case,
+    Failures,
+    Progress,
+    describe_http_error,
+)
 from signproxy.bench_load import LoadResult, LoadSpec, RoundResult
 from signproxy.bench_services import Services, random_identity, signproxy_command
 from signproxy.seaweed import Identity, LocalStore, free_port
@@ -118,13 +125,15 @@ def prepare_store(access: StoreAccess, object_size: int) -> None:
     failures = Failures()
     created = store_request(access, "PUT", f"/{BUCKET}")
     if created.status_code not in (200, 409):
-        failures.record(f"PUT /{BUCKET}: HTTP {created.status_code}: {created.text}")
+        error = describe_http_error(created.status_code, created.content)
+        failures.record(f"PUT /{BUCKET}: {error}")
     else:
         put = store_request(
             access, "PUT", f"/{BUCKET}/{SMALL_KEY}", payload(object_size)
         )
         if put.status_code != 200:
-            failures.record(f"PUT /{BUCKET}/{SMALL_KEY}: HTTP {put.status_code}")
+            error = describe_http_error(put.status_code, put.content)
+            failures.record(f"PUT /{BUCKET}/{SMALL_KEY}: {error}")
     failures.check("proxy/setup", 2)
 
 

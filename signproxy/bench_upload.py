@@ -34,7 +34,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from signproxy import chunked, sigv4
-from signproxy.bench import LOWER, Case, Failures, Progress, size_label
+from signproxy.bench import (
+    LOWER,
+    Case,
+    Failures,
+    Progress,
+    describe_http_error,
+    size_label,
+)
 from signproxy.bench_proxy import (
     BUCKET,
     REGION,
@@ -129,11 +136,12 @@ def send_upload(target: Target, upload: Upload) -> tuple[float, str | None]:
                 sock.sendall(upload.encoder(b""))
         except OSError as error:
             status, body = read_response(sock)
-            return 0.0, f"upload cut short ({error}); answer: {status} {body[:300]!r}"
+            answer = describe_http_error(status, body)
+            return 0.0, f"upload cut short ({error}); answer: {answer}"
         status, body = read_response(sock)
         elapsed = time.perf_counter() - start
     if status != 200:
-        return elapsed, f"HTTP {status}: {body[:300].decode('latin-1')}"
+        return elapsed, describe_http_error(status, body)
     return elapsed, None
 
 
@@ -151,7 +159,7 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
     try:
         status = int(lines[0].split(" ", 2)[1])
     except (IndexError, ValueError):
-        return 0, data[:300]
+        return 0, b""
     length = 0
     for line in lines[1:]:
         name, _, value = line.partition(":")

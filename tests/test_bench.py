@@ -237,6 +237,8 @@ def test_bench_proxy_refuses_a_run_with_failed_requests(
     err = capsys.readouterr().err
     assert "refusing to report" in err
     assert "HTTP 403" in err
+    assert "Signature=" not in err
+    assert "SignatureProvided" not in err
 
 
 def test_load_generator_counts_failures_and_check_refuses(

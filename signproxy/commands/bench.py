@@ -34,6 +34,7 @@ def add_parser(subparsers: Any) -> None:
     sign = _sign_options()
     proxy = _proxy_options()
     upload = _upload_options()
+    target = _target_options()
     helps = {
         "sign": "signatures/s: local (warm, cold), remote (hit, miss), botocore",
         "proxy": "small GET/PUT through signproxy, stock mitmdump and direct",
@@ -42,17 +43,12 @@ def add_parser(subparsers: Any) -> None:
     }
     parents = {
         "sign": [common, sign],
-        "proxy": [common, proxy],
-        "upload": [common, upload],
-        "all": [common, sign, proxy, upload],
+        "proxy": [common, target, proxy],
+        "upload": [common, target, upload],
+        "all": [common, sign, target, proxy, upload],
     }
     for name, help_text in helps.items():
-        sub = parts.add_parser(
-            name,
-            help=help_text,
-            parents=parents[name],
-            conflict_handler="resolve",
-        )
+        sub = parts.add_parser(name, help=help_text, parents=parents[name])
         sub.set_defaults(func=run, parts=PARTS if name == "all" else (name,))
 
 
@@ -114,19 +110,6 @@ def _proxy_options() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="size of the small GET/PUT objects (1KiB)",
     )
-    proxy.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="passed to `signproxy run --workers` (only if it supports it)",
-    )
-    proxy.add_argument(
-        "--store",
-        metavar="URL",
-        help="bench against this S3 store instead of a fresh local SeaweedFS; "
-        "its keys come from SIGNPROXY_BENCH_STORE_ACCESS_KEY and "
-        "SIGNPROXY_BENCH_STORE_SECRET_KEY",
-    )
     return proxy
 
 
@@ -151,10 +134,26 @@ def _upload_options() -> argparse.ArgumentParser:
         metavar="N",
         help="uploads per mode, size and target (1)",
     )
-    for name in ("--workers", "--store"):
-        # Shared with `bench proxy`; declared again so `bench upload` has them.
-        upload.add_argument(name, type=int if name == "--workers" else str)
     return upload
+
+
+def _target_options() -> argparse.ArgumentParser:
+    """What `bench proxy` and `bench upload` start or point at."""
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="passed to `signproxy run --workers` (only if it supports it)",
+    )
+    target.add_argument(
+        "--store",
+        metavar="URL",
+        help="bench against this S3 store instead of a fresh local SeaweedFS; "
+        "its keys come from SIGNPROXY_BENCH_STORE_ACCESS_KEY and "
+        "SIGNPROXY_BENCH_STORE_SECRET_KEY",
+    )
+    return target
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -167,6 +166,7 @@ def _check(args: argparse.Namespace) -> None:
     if hasattr(args, "concurrency"):
         args.concurrency_levels = _concurrency_levels(args.concurrency)
         args.object_bytes = _size("--object-size", args.object_size)
+    if hasattr(args, "workers"):
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         args.store_identity = _store_identity(args.store)
@@ -175,7 +175,6 @@ def _check(args: argparse.Namespace) -> None:
         args.upload_modes = _modes(args.modes)
         if args.upload_rounds < 1:
             raise ValueError(f"--upload-rounds must be >= 1, got {args.upload_rounds}")
-        args.store_identity = _store_identity(args.store)
     if getattr(args, "sign_concurrency", 1) < 1:
         raise ValueError(
             f"--sign-concurrency must be >= 1, got {args.sign_concurrency}"
