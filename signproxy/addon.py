@@ -12,6 +12,23 @@ Responses stream back to the client.
 Any failure inside a hook becomes an S3 XML error answered by the proxy: the
 request is never forwarded unsigned.
 
+Modes.  Reverse: clients use the proxy as their endpoint; a Host of
+`BUCKET.<virtual-host domain>` (default `localhost`) is rewritten to the
+path-style `/BUCKET/...` on the upstream, which every S3 store accepts.
+Forward: clients set HTTP_PROXY/HTTPS_PROXY; only hosts on --allow-hosts are
+signed and forwarded, anything else (CONNECT included) gets 403.  HTTPS
+through the forward proxy is intercepted: clients must trust mitmproxy's CA,
+`<confdir>/mitmproxy-ca-cert.pem` (created on first start; `--confdir`).
+
+Known shortcomings, in the open:
+* a refused request with a large body is answered only after mitmproxy has
+  read (and buffered) the body; mitmproxy cannot answer while a body is
+  still arriving unless it streams, and a streamed request goes upstream;
+* a body of unknown length is buffered whole before the 411 check;
+* if a client's aws-chunked body turns out malformed mid-stream, the stream
+  callable raises, mitmproxy drops both connections and the store sees a
+  short body it refuses; the client gets no XML answer then.
+
 Two ways to load it:
 
 * `signproxy run` builds a `SigningAddon(config, signer, metrics)` and an
@@ -407,6 +424,8 @@ class SigningAddon:
             level, "request %s answered by the proxy: %s", state.request_id, error
         )
         # A request that is answered here is never sent upstream.
+        # TODO: mitmproxy reads the whole body before sending this answer; a
+        # large refused upload is buffered (see the module docstring).
         flow.request.stream = False
         flow.response = http.Response.make(
             error.status,
@@ -439,6 +458,20 @@ class SigningAddon:
             sent = flow.request.timestamp_end or flow.request.timestamp_start
             if response.timestamp_start and sent:
                 upstream = max(0.0, response.timestamp_start - sent)
+        try:
+            self._record(flow, state, outcome, status, total, upstream)
+        except Exception:
+            logger.exception("request %s: recording it failed", state.request_id)
+
+    def _record(
+        self,
+        flow: http.HTTPFlow,
+        state: FlowState,
+        outcome: str,
+        status: int,
+        total: float,
+        upstream: float | None,
+    ) -> None:
         if self.metrics is not None:
             self.metrics.request_done(
                 flow.request.method, outcome, status, total, upstream
@@ -455,7 +488,8 @@ class SigningAddon:
             upstream,
             outcome=outcome,
             signer=state.signed_by,
-            virtual_host=state.virtual_host,
+            # A signed request's path is already path-style.
+            virtual_host=state.virtual_host and state.signed_by is None,
         )
 
 

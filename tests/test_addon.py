@@ -215,3 +215,37 @@ def test_mitmdump_refuses_a_bad_option(tmp_path: Path):
     )  # fmt: skip
     assert done.returncode != 0
     assert "signproxy_payload: invalid value 'foo'" in done.stdout + done.stderr
+
+
+def test_metrics_and_readiness_on_the_management_port(start_proxy, bucket_name):
+    metrics_port = free_port()
+    proxy = start_proxy(metrics_listen=f"127.0.0.1:{metrics_port}")
+    management = f"http://127.0.0.1:{metrics_port}"
+    assert (
+        httpx.put(f"{proxy.endpoint}/{bucket_name}", headers=DUMMY).status_code == 200
+    )
+    with httpx.Client(proxy=None) as client:
+        expired = "X-Amz-Signature=s&X-Amz-Date=20000101T000000Z&X-Amz-Expires=1"
+        refused = client.get(f"{proxy.endpoint}/{bucket_name}/k?{expired}")
+        assert refused.status_code == 403
+
+        ready = client.get(f"{management}/readyz")
+        exposition = client.get(f"{management}/metrics").text
+
+    assert ready.status_code == 200
+    forwarded = [
+        line
+        for line in exposition.splitlines()
+        if line.startswith("signproxy_requests_total{")
+        and 'outcome="forwarded"' in line
+        and 'method="PUT"' in line
+    ]
+    assert forwarded
+    assert float(forwarded[0].rsplit(" ", 1)[1]) >= 1.0
+    assert any(
+        line.startswith("signproxy_requests_total{")
+        and 'outcome="refused"' in line
+        and float(line.rsplit(" ", 1)[1]) >= 1.0
+        for line in exposition.splitlines()
+    )
+    assert 'signproxy_payload_requests_total{mode="empty"}' in exposition

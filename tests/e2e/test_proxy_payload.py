@@ -264,3 +264,59 @@ def test_unknown_length_large_body_is_refused_411(small_limit_proxy, bucket):
     assert response.status_code == 411
     assert response.headers["server"] == "signproxy"
     assert b"<Code>MissingContentLength</Code>" in response.content
+
+
+@pytest.fixture
+def remote_proxy(start_proxy: StartProxy, emulator, request) -> RunningProxy:
+    """The remote signer (object-store-authorization from the STS emulator)."""
+    return start_proxy(
+        signer="remote",
+        hash_limit="1MiB",
+        payload=request.param,
+        static_keys=False,
+        env=emulator.env(),
+    )
+
+
+@pytest.mark.parametrize("remote_proxy", ["sign"], indirect=True)
+def test_remote_signer_refuses_large_body_when_unsigned_is_forbidden(
+    remote_proxy, bucket_name
+):
+    bucket_url = f"{remote_proxy.endpoint}/{bucket_name}"
+    assert httpx.put(bucket_url, headers=client_headers()).status_code == 200
+    small = b"small enough to hash"
+    url = object_url(remote_proxy, bucket_name, "small")
+    response = httpx.put(
+        url, content=small, headers=client_headers(content_md5=md5_b64(small))
+    )
+    assert response.status_code == 200, response.text
+
+    body = os.urandom(2 * 1024 * 1024)
+    url = object_url(remote_proxy, bucket_name, "large")
+    response = httpx.put(
+        url, content=body, headers=client_headers(content_md5=md5_b64(body))
+    )
+
+    assert response.status_code == 501
+    assert response.headers["server"] == "signproxy"
+    assert b"<Code>NotImplemented</Code>" in response.content
+    assert b"--payload sign" in response.content
+    missing = httpx.head(url, headers=client_headers())
+    assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("remote_proxy", ["auto"], indirect=True)
+def test_remote_signer_sends_large_body_unsigned_when_allowed(
+    remote_proxy, bucket_name
+):
+    bucket_url = f"{remote_proxy.endpoint}/{bucket_name}"
+    assert httpx.put(bucket_url, headers=client_headers()).status_code == 200
+    body = os.urandom(2 * 1024 * 1024)
+    url = object_url(remote_proxy, bucket_name, "large")
+    response = httpx.put(
+        url, content=body, headers=client_headers(content_md5=md5_b64(body))
+    )
+
+    assert response.status_code == 200, response.text
+    assert read_back(remote_proxy, bucket_name, "large") == body
+    assert "unsigned" in plans_logged(remote_proxy)
