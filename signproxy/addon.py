@@ -711,6 +711,30 @@ def install_xml_protocol_errors() -> None:
         logger.warning("mitmproxy changed: its error pages stay HTML")
         return
     _http1.make_error_response = xml_error_response
+    _answer_errors_after_100_continue()
+
+
+def _answer_errors_after_100_continue() -> None:
+    """Let a request that got `100 Continue` still get its 502 answer.
+
+    mitmproxy answers `Expect: 100-continue` itself and then remembers the
+    100 as "the response", so when the store fails afterwards it closes the
+    client connection without the error answer (boto3 sends that header with
+    every PUT).  An interim 1xx is not the response: forget it once sent.
+    """
+    server_class = _http1.Http1Server
+    original = server_class.send
+    if getattr(original, "_signproxy_wrapped", False):
+        return
+
+    def send(self: Any, event: Any) -> Any:
+        yield from original(self, event)
+        response = getattr(event, "response", None)
+        if response is not None and response.status_code < 200:
+            self.response = None
+
+    send._signproxy_wrapped = True  # type: ignore[attr-defined]
+    server_class.send = send
 
 
 addons = [SigningAddon()]
