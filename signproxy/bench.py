@@ -412,6 +412,7 @@ def write_plot(report: Report, path: Path) -> None:
         figsize=(9, 1.2 + sum(0.45 * len(c) + 0.8 for c in units.values())),
         squeeze=False,
         height_ratios=[len(c) + 1 for c in units.values()],
+        layout="constrained",  # leaves room for the title
     )
     for ax, (unit, cases) in zip(axes[:, 0], units.items(), strict=True):
         names = [case.name for case in cases]
@@ -433,7 +434,6 @@ def write_plot(report: Report, path: Path) -> None:
                     fontsize=7,
                 )
     figure.suptitle(f"signproxy bench on {report.host.get('cpu', '?')}", fontsize=9)
-    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
