@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from signproxy.clientauth import ClientKeys
     from signproxy.signers import SignerSettings
     from signproxy.sts import ScpCredentials
 
@@ -127,6 +128,27 @@ def parse_text(text: str) -> str:
     return text.strip()
 
 
+def parse_seconds(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError("a whole number of seconds (0 or more)")
+    return int(text)
+
+
+def parse_access_keys(text: str) -> tuple[str, ...]:
+    """Comma-separated client access keys (the flag may also be repeated)."""
+    from signproxy.clientauth import check_access_key
+
+    keys = tuple(key.strip() for key in text.split(",") if key.strip())
+    for key in keys:
+        try:
+            check_access_key(key, "access key")
+        except ValueError:
+            raise ValueError(
+                f"{key[:40]!r} is not an access key (3 to 128 letters, digits or '_')"
+            ) from None
+    return keys
+
+
 def parse_api_version(text: str) -> str:
     if not re.fullmatch(r"\d+\.\d+", text.strip()):
         raise ValueError("a version such as 1.0 or 1.1")
@@ -143,6 +165,7 @@ class Option:
     parse: Callable[[str], Any] = parse_text
     choices: tuple[str, ...] = ()
     metavar: str | None = None
+    repeatable: bool = False  # the flag may be given several times
 
     @property
     def flag(self) -> str:
@@ -209,6 +232,29 @@ OPTIONS: tuple[Option, ...] = (
            parse_existing_file, metavar="FILE"),
     Option("auth_cache_size", "10000", "remote signer: cached authorizations",
            parse_positive_int, metavar="N"),
+    # Who may use the proxy, and how much of it.
+    Option("client_key", None, "access key whose SigV4 signature clients must "
+           "carry (repeatable or comma-separated); its secret comes from "
+           "SIGNPROXY_CLIENT_SECRET_<ACCESS_KEY> or --client-keys-file; without "
+           "client keys anyone who reaches the proxy gets requests signed",
+           parse_access_keys, metavar="ACCESS_KEY", repeatable=True),
+    Option("client_keys_file", None, "TOML or JSON file of client access key = "
+           "secret key pairs (enables client authentication)",
+           parse_existing_file, metavar="FILE"),
+    Option("max_header_size", "64KiB", "largest request head (request line and "
+           "headers) accepted; larger ones get 431", parse_size, metavar="SIZE"),
+    Option("max_connections", "512", "most requests in flight to the store at "
+           "once; more get 503 SlowDown with Retry-After", parse_positive_int,
+           metavar="N"),
+    Option("request_timeout", "60", "longest a request may wait to be signed "
+           "(STS calls, credential refresh) before 503 with Retry-After",
+           parse_positive_int, metavar="SECONDS"),
+    Option("idle_timeout", "300", "close client connections idle (no bytes "
+           "either way) for this long (mitmproxy tcp_timeout); bounds stalled "
+           "transfers too", parse_positive_int, metavar="SECONDS"),
+    Option("drain_seconds", "20", "on SIGTERM: stop accepting, let requests in "
+           "flight finish for up to this long, then exit 0", parse_seconds,
+           metavar="SECONDS"),
     # Operations.
     Option("metrics_listen", None, "serve /metrics, /healthz and /readyz on "
            "HOST:PORT (off by default)", parse_host_port, metavar="HOST:PORT"),
@@ -248,6 +294,24 @@ class ProxyConfig:
     metrics_listen: tuple[str, int] | None
     log_level: str
     log_format: str
+    client_key: tuple[str, ...] | None = None
+    client_keys_file: Path | None = None
+    max_header_size: int = 64 * 1024
+    max_connections: int = 512
+    request_timeout: int = 60
+    idle_timeout: int = 300
+    drain_seconds: int = 20
+
+    def client_keys(self, environ: Mapping[str, str] = os.environ) -> ClientKeys | None:
+        """The client keys to verify requests with; None: no client authentication.
+
+        Raises ValueError naming the option when a key has no secret.
+        """
+        if not self.client_key and self.client_keys_file is None:
+            return None
+        from signproxy.clientauth import load_client_keys
+
+        return load_client_keys(self.client_key or (), self.client_keys_file, environ)
 
     def scp_credentials(
         self, environ: Mapping[str, str] = os.environ
@@ -303,6 +367,8 @@ def resolve(
     values: dict[str, Any] = {}
     for option in OPTIONS:
         text, source = given.get(option.name), "given"
+        if isinstance(text, list | tuple):  # a repeated flag
+            text = ",".join(text)
         if not text:
             text, source = environ.get(option.env), "env"
         if not text:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DRAIN_SECONDS = 20.0  # how long in-flight requests may finish after SIGTERM
+DRAIN_SECONDS = 20.0  # default of --drain-seconds
 
 
 class StartupError(RuntimeError):
@@ -70,6 +70,8 @@ def mitmproxy_options(config: ProxyConfig) -> mitm_options.Options:
         # is answered per request (502) instead of dropping the connection.
         connection_strategy="lazy",
         store_streamed_bodies=False,
+        # --idle-timeout: a connection with no bytes either way is closed.
+        tcp_timeout=config.idle_timeout,
     )
     return opts
 
@@ -145,7 +147,7 @@ class ProxyServer:
             self.metrics.set_draining(True)
         server = self.master.addons.get("proxyserver")
         await server.servers.update([])
-        if not await self.addon.wait_idle(DRAIN_SECONDS):
+        if not await self.addon.wait_idle(self.config.drain_seconds):
             logger.warning("stopping with %d requests in flight", self.addon.in_flight)
         await _close_idle_connections(server)
         if self.management is not None:

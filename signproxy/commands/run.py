@@ -43,6 +43,7 @@ def add_option_flags(
             option.flag,
             dest=option.name,
             default=None,
+            action="append" if option.repeatable else "store",
             metavar=option.metavar or ("{" + ",".join(option.choices) + "}"
                                        if option.choices else option.name.upper()),
             help=f"{option.help}{default}; env {option.env}",
@@ -67,10 +68,22 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"signproxy run: {error}", file=sys.stderr)
         return EXIT_BAD_OPTION
-    if not options.listen_is_loopback(config):
+    try:
+        client_keys = config.client_keys()
+    except ValueError as error:
+        print(f"signproxy run: {error}", file=sys.stderr)
+        return EXIT_BAD_OPTION
+    if client_keys:
+        logger.info(
+            "client authentication on: %d client key(s); unsigned or wrongly "
+            "signed requests get 403",
+            len(client_keys),
+        )
+    elif not options.listen_is_loopback(config):
         logger.warning(
-            "listening on %s, not loopback: anyone who can reach it gets requests "
-            "signed with these credentials",
+            "listening on %s, not loopback, without client authentication: anyone "
+            "who can reach it gets requests signed with these credentials "
+            "(set --client-key or --client-keys-file)",
             config.listen[0],
         )
 
