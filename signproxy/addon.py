@@ -57,6 +57,7 @@ from mitmproxy.proxy.layers.http import _http1
 from signproxy import errors, logs, options, payload, sigv4
 
 if TYPE_CHECKING:
+    from signproxy.clientauth import ClientVerifier
     from signproxy.metrics import Metrics
     from signproxy.signers import RequestSigner
 
@@ -83,6 +84,7 @@ class FlowState:
     """
 
     __slots__ = (
+        "client",
         "counted",
         "outcome",
         "plan",
@@ -102,6 +104,7 @@ class FlowState:
         self.outcome: str | None = None  # set when the proxy answered itself
         self.virtual_host = False
         self.counted = False  # whether in_flight counts this flow
+        self.client: Any = None  # clientauth.VerifiedClient when keys are set
 
 
 class SigningAddon:
@@ -121,6 +124,7 @@ class SigningAddon:
         self._embedded = config is not None
         self._owns_signer = False
         self._upstream_host: bytes | None = None
+        self.verifier: ClientVerifier | None = None
         if config is not None:
             self._set_config(config)
 
@@ -143,9 +147,9 @@ class SigningAddon:
         }
         try:
             config = options.resolve(given, label=_mitmproxy_label)
-        except options.OptionError as exc:
+            self._set_config(config)
+        except ValueError as exc:  # OptionError, or a client key without secret
             raise exceptions.OptionsError(str(exc)) from None
-        self._set_config(config)
         mitm_mode = (
             "reverse:" + config.upstream if config.mode == "reverse" else "regular"
         )
@@ -184,6 +188,11 @@ class SigningAddon:
         self.config = config
         if config.upstream is not None:
             self._upstream_host = sigv4.host_header(config.upstream).encode()
+        keys = config.client_keys()
+        if keys:
+            from signproxy.clientauth import ClientVerifier
+
+            self.verifier = ClientVerifier(keys)
 
     # --- hooks ------------------------------------------------------------
 
@@ -269,10 +278,21 @@ class SigningAddon:
             self._check_allowed(request.host, request.port)
         if self.signer is None:
             raise errors.signing_unavailable("signproxy has no signer yet", 1)
+        check_limits(flow, self.in_flight, config)
 
         path, _, query = request.path.partition("?")
-        query = strip_presign_params(query, datetime.now(UTC))
         fields = list(request.headers.fields)
+        if self.verifier is not None:
+            # Before anything is stripped: the client's signature covers the
+            # request exactly as it arrived.
+            state.client = self.verifier.verify(
+                request.method,
+                path,
+                query,
+                [(_text(n), _text(v)) for n, v in fields],
+                datetime.now(UTC),
+            )
+        query = strip_presign_params(query, datetime.now(UTC))
         host_value = self._forward_host(flow, fields, reverse)
         if reverse:
             bucket = virtual_host_bucket(fields, config.virtual_host_domains)
@@ -309,7 +329,10 @@ class SigningAddon:
             return
         signed = await self._sign(state, plan.payload_hash or "")
         self._apply(flow, signed)
-        request.stream = body_stream(plan, signed, config.chunk_size, info)
+        stream = body_stream(
+            plan, signed, config.chunk_size, info, client_decoder(state.client)
+        )
+        request.stream = FailClosed(stream, flow, state) if callable(stream) else stream
 
     async def _sign_buffered(self, flow: http.HTTPFlow, state: FlowState) -> None:
         config = self._require_config()
@@ -339,8 +362,14 @@ class SigningAddon:
         request = state.signing_request
         request = dataclasses.replace(request, payload_hash=payload_hash)
         state.signing_request = None
+        timeout = self.config.request_timeout if self.config else None
         try:
-            result = await self.signer.sign(request)
+            result = await asyncio.wait_for(self.signer.sign(request), timeout)
+        except TimeoutError:
+            state.outcome = "sign_error"
+            raise errors.signing_unavailable(
+                f"signing took longer than {timeout} s (--request-timeout)", 5
+            ) from None
         except SigningFailed as failure:
             state.outcome = "sign_error"
             raise errors.S3Error(
@@ -628,11 +657,89 @@ def _framed(
     return kept
 
 
+class FailClosed:
+    """A body stream whose malformed or forged input closes the connections.
+
+    mitmproxy calls the stream for each piece of body; an exception there
+    would leave both connections hanging until a timeout.  Instead the rest
+    of the body is dropped and the client connection is closed, so the store
+    sees a truncated body and keeps nothing.
+    """
+
+    def __init__(self, inner: Any, flow: http.HTTPFlow, state: FlowState) -> None:
+        self.inner = inner
+        self.flow = flow
+        self.state = state
+        self.failed = False
+
+    def __call__(self, data: bytes) -> bytes:
+        if self.failed:
+            return b""
+        try:
+            return self.inner(data)
+        except ValueError as error:  # ChunkedFormatError and its kin
+            self.failed = True
+            self.state.outcome = "refused"
+            logger.warning(
+                "request %s: body refused, closing the connection: %s",
+                self.state.request_id,
+                error,
+            )
+            close_client(self.flow, "request body refused")
+            return b""
+
+
+def close_client(flow: http.HTTPFlow, reason: str) -> None:
+    """Cancel the connection handler that serves `flow`'s client."""
+    server = ctx.master.addons.get("proxyserver") if ctx.master else None
+    for handler in list(getattr(server, "connections", {}).values()):
+        if handler.client.id == flow.client_conn.id:
+            transport = handler.transports.get(handler.client)
+            if transport is not None and transport.handler is not None:
+                transport.handler.cancel(reason)
+
+
+def check_limits(flow: http.HTTPFlow, in_flight: int, config: options.ProxyConfig):
+    """--max-header-size and --max-connections, answered in S3's words."""
+    request = flow.request
+    head = len(request.method) + len(request.path) + 12
+    head += sum(len(n) + len(v) + 4 for n, v in request.headers.fields)
+    if head > config.max_header_size:
+        raise errors.S3Error(
+            431,
+            "RequestHeaderSectionTooLarge",
+            f"the request head is {head} bytes; signproxy accepts at most "
+            f"{config.max_header_size} (--max-header-size)",
+        )
+    if in_flight > config.max_connections:
+        raise errors.S3Error(
+            503,
+            "SlowDown",
+            f"signproxy has {config.max_connections} requests in flight to the "
+            "store, its limit (--max-connections); retry shortly",
+            retry_after=1,
+        )
+
+
+def client_decoder(client: Any) -> Any:
+    """A decoder that checks the chunk signatures of a signed client stream.
+
+    Only for authenticated clients (client keys set) sending
+    STREAMING-AWS4-HMAC-SHA256-PAYLOAD(-TRAILER); None otherwise.
+    """
+    if client is None or not client.payload_hash.startswith(sigv4.STREAMING_SIGNED):
+        return None
+    from signproxy.clientauth import VerifyingDecoder
+
+    return VerifyingDecoder(client)
+
+
 def body_stream(
     plan: payload.PayloadPlan,
     signed: sigv4.SignedRequest,
     chunk_size: int,
     info: payload.BodyInfo,
+    decoder: Any = None,
 ) -> bool | payload.BodyStream:
     """What flow.request.stream becomes for a request signed up front."""
     if plan.body is payload.Body.ENCODE:
@@ -649,7 +756,11 @@ def body_stream(
             signed.signing_key, signed.amz_date, signed.scope, signed.signature
         )
         return chunked.Resigner(
-            chunk_size, signer, info.trailer, expected_length=plan.decoded_length
+            chunk_size,
+            signer,
+            info.trailer,
+            expected_length=plan.decoded_length,
+            decoder=decoder,
         )
     return plan.body is payload.Body.STREAM
 
