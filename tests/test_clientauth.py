@@ -435,3 +435,198 @@ def test_missing_keys_file_is_named(tmp_path: Path) -> None:
 def test_verifier_needs_keys() -> None:
     with pytest.raises(ValueError, match="at least one client key"):
         ClientVerifier(ClientKeys({}))
+
+
+# --- through a running proxy: real processes, real store ----------------------
+
+
+@pytest.fixture
+def guarded_proxy(start_proxy, tmp_path: Path):
+    """A proxy that requires client keys: one from env, one from a file."""
+    keys_file = tmp_path / "client-keys.toml"
+    keys_file.write_text(f'{OTHER_KEY} = "{OTHER_SECRET}"\n')
+    return start_proxy(
+        extra_args=["--client-key", ACCESS_KEY, "--client-keys-file", str(keys_file)],
+        env={f"SIGNPROXY_CLIENT_SECRET_{ACCESS_KEY}": SECRET},
+        hash_limit="1MiB",
+    )
+
+
+def client_s3(
+    endpoint: str, access_key: str = ACCESS_KEY, secret: str = SECRET, **config
+):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(
+            s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config
+        ),
+    )
+
+
+def test_proxy_serves_holders_of_client_keys(guarded_proxy, bucket_name) -> None:
+    import base64
+    import hashlib
+
+    import httpx
+
+    s3 = client_s3(guarded_proxy.endpoint)
+    s3.create_bucket(Bucket=bucket_name)
+    small = b"small body " * 100
+    s3.put_object(
+        Bucket=bucket_name,
+        Key="small",
+        Body=small,
+        ContentMD5=base64.b64encode(hashlib.md5(small).digest()).decode(),  # noqa: S324
+    )
+    big = bytes(range(256)) * (12 * 4096)  # 12 MiB: streamed
+    s3.put_object(Bucket=bucket_name, Key="big", Body=big)
+    other = client_s3(guarded_proxy.endpoint, OTHER_KEY, OTHER_SECRET)
+    assert other.get_object(Bucket=bucket_name, Key="small")["Body"].read() == small
+    assert s3.get_object(Bucket=bucket_name, Key="big")["Body"].read() == big
+    params = {"Bucket": bucket_name, "Key": "small"}
+    v4 = client_s3(guarded_proxy.endpoint, signature_version="s3v4")
+    url = v4.generate_presigned_url("get_object", Params=params, ExpiresIn=300)
+    # A presigned URL may be used again while it is valid (S3 semantics).
+    assert httpx.get(url, timeout=30).content == small
+    assert httpx.get(url, timeout=30).content == small
+    # boto3's default presigning is Signature Version 2: not a client key proof.
+    v2_url = s3.generate_presigned_url("get_object", Params=params, ExpiresIn=300)
+    refused = httpx.get(v2_url, timeout=30)
+    assert refused.status_code == 403
+    assert "Signature Version 4 only" in refused.text
+    assert "client authentication on: 2 client key(s)" in guarded_proxy.log_text()
+
+
+@pytest.mark.parametrize(
+    ("access_key", "secret", "code"),
+    [
+        (ACCESS_KEY, "wrong-secret", "SignatureDoesNotMatch"),
+        ("NOTAPROXYKEY", SECRET, "InvalidAccessKeyId"),
+    ],
+)
+def test_proxy_refuses_wrong_keys(
+    guarded_proxy, bucket_name, access_key: str, secret: str, code: str
+) -> None:
+    from botocore.exceptions import ClientError
+
+    s3 = client_s3(guarded_proxy.endpoint, access_key, secret)
+    with pytest.raises(ClientError, match=code) as caught:
+        s3.create_bucket(Bucket=bucket_name)
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert SECRET not in guarded_proxy.log_text()
+
+
+def _ours_signed(endpoint: str, path: str, now: datetime, **presign: int):
+    host = urlsplit(endpoint).netloc
+    signer = sigv4.Signer("us-east-1")
+    credentials = sigv4.Credentials(ACCESS_KEY, SECRET)
+    if presign:
+        signed = signer.presign(
+            "GET", path, "", [("host", host)], credentials, now, presign["expires"]
+        )
+        return f"{endpoint}{signed.path}?{signed.query}", {}
+    signed = signer.sign(
+        "GET", path, "", [("host", host)], sigv4.EMPTY_SHA256, credentials, now
+    )
+    return f"{endpoint}{signed.path}", dict(signed.headers)
+
+
+def test_proxy_refuses_stale_expired_and_anonymous(guarded_proxy, bucket_name):
+    import httpx
+
+    client_s3(guarded_proxy.endpoint).create_bucket(Bucket=bucket_name)
+    path = f"/{bucket_name}"
+    now = datetime.now(UTC)
+    url, headers = _ours_signed(guarded_proxy.endpoint, path, now)
+    assert httpx.get(url, headers=headers, timeout=30).status_code == 200
+    url, headers = _ours_signed(
+        guarded_proxy.endpoint, path, now - timedelta(minutes=20)
+    )
+    answer = httpx.get(url, headers=headers, timeout=30)
+    assert answer.status_code == 403
+    assert "<Code>RequestTimeTooSkewed</Code>" in answer.text
+    url, _ = _ours_signed(
+        guarded_proxy.endpoint, path, now - timedelta(hours=1), expires=60
+    )
+    answer = httpx.get(url, timeout=30)
+    assert answer.status_code == 403
+    assert "<Message>Request has expired</Message>" in answer.text
+    answer = httpx.get(f"{guarded_proxy.endpoint}{path}", timeout=30)
+    assert answer.status_code == 403
+    assert "<Code>AccessDenied</Code>" in answer.text
+
+
+def _signed_stream_put(endpoint: str, path: str, data: bytes, tamper: bool):
+    import httpx
+
+    host = urlsplit(endpoint).netloc
+    chunk_size = 64 * 1024
+    headers = [
+        ("host", host),
+        ("content-encoding", "aws-chunked"),
+        ("x-amz-decoded-content-length", str(len(data))),
+    ]
+    signed = sigv4.Signer("us-east-1").sign(
+        "PUT",
+        path,
+        "",
+        headers,
+        sigv4.STREAMING_SIGNED,
+        sigv4.Credentials(ACCESS_KEY, SECRET),
+        datetime.now(UTC),
+    )
+    encoder = chunked.StreamEncoder(
+        chunk_size,
+        chunked.ChunkSigner(
+            signed.signing_key, signed.amz_date, signed.scope, signed.signature
+        ),
+    )
+    body = bytearray(encoder(data) + encoder(b""))
+    if tamper:
+        body[body.index(b"\r\n") + 100] ^= 0x01  # one bit of the first chunk
+    sent = dict(headers[1:]) | dict(signed.headers)
+    sent["content-length"] = str(len(body))
+    return httpx.put(f"{endpoint}{path}", content=bytes(body), headers=sent, timeout=60)
+
+
+def test_client_chunk_signatures_are_verified(guarded_proxy, bucket_name) -> None:
+    s3 = client_s3(guarded_proxy.endpoint)
+    s3.create_bucket(Bucket=bucket_name)
+    data = bytes(range(256)) * 4096  # 1 MiB in 16 signed chunks
+    good = _signed_stream_put(guarded_proxy.endpoint, f"/{bucket_name}/ok", data, False)
+    assert good.status_code == 200, good.text
+    assert s3.get_object(Bucket=bucket_name, Key="ok")["Body"].read() == data
+    import httpx
+
+    # The forged chunk is found mid-stream: the proxy drops the connection
+    # (the store sees a truncated body); no answer can follow a half body.
+    with pytest.raises(httpx.TransportError, match=r"disconnected|reset|closed"):
+        _signed_stream_put(guarded_proxy.endpoint, f"/{bucket_name}/bad", data, True)
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match=r"404|Not Found|NoSuchKey"):
+        s3.head_object(Bucket=bucket_name, Key="bad")
+    assert "chunk signature 1 does not match the client key" in (
+        guarded_proxy.log_text()
+    )
+
+
+def test_client_key_without_secret_stops_start_up(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "signproxy.cli", "run", "--upstream",
+         "http://127.0.0.1:9", "--signer", "local", "--client-key", "NOSECRET1"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "SCP_ACCESS_KEY": "AKX", "SCP_SECRET_KEY": "s"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "SIGNPROXY_CLIENT_SECRET_NOSECRET1" in result.stderr

@@ -116,8 +116,8 @@ def put_small(s3: BaseClient, bucket: str, key: str, data: bytes, ledger: Ledger
         content_type = error.response["ResponseMetadata"]["HTTPHeaders"].get(
             "content-type", ""
         )
-        assert not code.isdigit(), f"non-XML error answer: {error.response}"
-        assert content_type.startswith("application/xml"), error.response
+        assert not code.isdigit(), f"non-XML answer: {error.response}"  # noqa: PT017
+        assert content_type.startswith("application/xml"), error.response  # noqa: PT017
         ledger.failed(code)
         return
     except BotoCoreError as error:
