@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("bench", "emulator", "sts", "run", "demo")
+COMMANDS: tuple[str, ...] = ("bench", "emulator", "sts", "run", "demo", "soak")
 
 
 def build_parser() -> argparse.ArgumentParser:
