@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = "signproxy"
+# Set on a flow once its signature is on the request, and only then.
+SIGNED_KEY = "signproxy.signed"
 
 # Headers of the client's own signature; the signer sets its own.
 _CLIENT_AUTH_HEADERS = frozenset(
@@ -408,6 +410,7 @@ class SigningAddon:
         fields = [(n, v) for n, v in request.headers.fields if n.lower() not in own]
         fields += [(name.encode(), value.encode()) for name, value in signed.headers]
         request.headers.fields = tuple(fields)
+        flow.metadata[SIGNED_KEY] = True
 
     def _forward_host(
         self, flow: http.HTTPFlow, fields: list[tuple[bytes, bytes]], reverse: bool
@@ -848,4 +851,35 @@ def _answer_errors_after_100_continue() -> None:
     server_class.send = send
 
 
-addons = [SigningAddon()]
+class SignedOnly:
+    """The last link of the chain: nothing leaves unsigned.
+
+    `SigningAddon` answers its own failures, but an exception that escapes a
+    hook is only logged by mitmproxy, which then forwards the request as it
+    stands: with the client's signature, or none.  This addon runs after it,
+    shares no code with it, and answers any request that is neither signed
+    nor already answered.  A request whose body streams must be signed by
+    `requestheaders`; a buffered one by `request`.
+    """
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.request.stream:
+            self._refuse_unsigned(flow)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self._refuse_unsigned(flow)
+
+    @staticmethod
+    def _refuse_unsigned(flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.metadata.get(SIGNED_KEY):
+            return
+        request_id = errors.new_request_id()
+        logger.error("request %s would have left unsigned: refused", request_id)
+        error = errors.signing_failed("internal error")
+        flow.request.stream = False
+        flow.response = http.Response.make(
+            error.status, error.body(request_id), _headers(error, request_id)
+        )
+
+
+addons = [SigningAddon(), SignedOnly()]

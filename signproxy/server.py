@@ -35,7 +35,7 @@ from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 from mitmproxy.utils import asyncio_utils
 
-from signproxy.addon import SigningAddon
+from signproxy.addon import SignedOnly, SigningAddon
 from signproxy.options import ProxyConfig
 
 if TYPE_CHECKING:
@@ -117,6 +117,7 @@ class ProxyServer:
             next_layer.NextLayer(),
             tlsconfig.TlsConfig(),
             self.addon,
+            SignedOnly(),
         )
         self.master.options.process_deferred()
         server = self.master.addons.get("proxyserver")
