@@ -96,20 +96,19 @@ QUERY_AUTH_PARAMS = frozenset(
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HEADER_NAME_MEMO = 512  # distinct header names remembered per Signer
 
-# A percent escape whose byte is NOT unreserved: decoding then re-encoding it
-# gives the same escape back.  (An escape of an unreserved byte such as %41
-# would come back as "A", so it is not canonical.)
-_RESERVED_ESCAPE = (
-    r"%(?:[01][0-9A-F]|2[0-9A-CF]|3[A-F]|40|5[B-E]|60|7[B-DF]|[89A-F][0-9A-F])"
+# Canonical paths and queries: unreserved characters, their separators, and
+# percent escapes of bytes that are NOT unreserved (decoding then re-encoding
+# such an escape gives it back; an escape of an unreserved byte such as %41
+# would come back as "A", so it is not canonical).  A character class then a
+# look at each escape is ~3x faster than one regex with the escapes in it.
+_UNRESERVED = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 )
-_CANONICAL_PATH = re.compile(rf"(?:[A-Za-z0-9\-._~/]|{_RESERVED_ESCAPE})*")
-_CANONICAL_QUERY = re.compile(rf"(?:[A-Za-z0-9\-._~=&]|{_RESERVED_ESCAPE})*")
-# The same without escapes: a single character class matches ~3x faster, and
-# most paths and queries have no escape at all.
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-._~/]*")
-_PLAIN_QUERY = re.compile(r"[A-Za-z0-9\-._~=&]*")
+_RESERVED_ESCAPES = frozenset(f"{b:02X}" for b in range(256) if b not in _UNRESERVED)
+_PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~/%]*")
+_QUERY_CHARS = re.compile(r"[A-Za-z0-9\-._~=&%]*")
+_HEX_DIGITS = "0123456789abcdef"
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
-_PAYLOAD_HASH = re.compile(r"[0-9a-f]{64}")
 _AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
 _ACCESS_KEY_FORBIDDEN = re.compile(r"[\s/,=]")
 
@@ -179,11 +178,20 @@ def canonical_path(raw_path: str) -> str:
         return "/"
     if raw_path[0] != "/":
         raise SigningError(f"request path must start with '/': {raw_path[:200]!r}")
-    if ("%" not in raw_path and _PLAIN_PATH.fullmatch(raw_path)) or (
-        _CANONICAL_PATH.fullmatch(raw_path)
-    ):
+    if _already_encoded(raw_path, _PATH_CHARS):
         return raw_path
     return "/".join([uri_encode(segment) for segment in raw_path.split("/")])
+
+
+def _already_encoded(raw: str, chars: re.Pattern[str]) -> bool:
+    """Whether `raw` has only `chars` and every escape is a canonical one."""
+    if not chars.fullmatch(raw):
+        return False
+    if "%" in raw:
+        for escaped in raw.split("%")[1:]:
+            if escaped[:2] not in _RESERVED_ESCAPES:
+                return False
+    return True
 
 
 def _split_query(raw_query: str) -> list[tuple[str, str]]:
@@ -204,10 +212,7 @@ def _encoded_pairs(raw_query: str) -> list[tuple[str, str]] | None:
     that is not canonical, no `=`, an `=` in the value, an empty pair): the
     caller then decodes and re-encodes every pair.
     """
-    if not (
-        ("%" not in raw_query and _PLAIN_QUERY.fullmatch(raw_query))
-        or _CANONICAL_QUERY.fullmatch(raw_query)
-    ):
+    if not _already_encoded(raw_query, _QUERY_CHARS):
         return None
     pairs = []
     for pair in raw_query.split("&"):
@@ -306,7 +311,11 @@ def parse_amz_date(value: str) -> datetime:
 
 
 def _check_payload_hash(payload_hash: str) -> None:
-    if payload_hash in PAYLOAD_CONSTANTS or _PAYLOAD_HASH.fullmatch(payload_hash):
+    # Stripping the hex digits off both ends leaves nothing only if every
+    # character is one (a quarter of the cost of a regex).
+    if len(payload_hash) == 64 and not payload_hash.strip(_HEX_DIGITS):
+        return
+    if payload_hash in PAYLOAD_CONSTANTS:
         return
     raise SigningError(
         f"malformed payload hash {payload_hash[:80]!r}: want 64 lower-case hex "
@@ -471,17 +480,24 @@ class Signer:
         known_names = self._header_names
         for name, value in headers:
             lname, signed = known_names.get(name) or self._header_name(name)
-            # A printable value has no whitespace but " ": then the cheap
-            # checks below decide exactly when folding would change it.
-            printable = value.isprintable()
-            if not printable and ("\n" in value or "\r" in value or "\0" in value):
-                raise SigningError(f"header {lname!r} value contains CR, LF or NUL")
-            if not signed:
-                continue
-            if not printable or "  " in value or value[:1] == " " or value[-1:] == " ":
+            if value.isprintable():
+                # Its only whitespace is " ": folding changes it exactly when
+                # a space is doubled, leading or trailing.
+                if not signed:
+                    continue
+                if " " in value and (
+                    "  " in value or value[0] == " " or value[-1] == " "
+                ):
+                    value = " ".join(value.split())
+            else:
+                if "\n" in value or "\r" in value or "\0" in value:
+                    raise SigningError(f"header {lname!r} value contains CR, LF or NUL")
+                if not signed:
+                    continue
                 value = " ".join(value.split())
-            previous = collected.get(lname)
-            collected[lname] = value if previous is None else f"{previous},{value}"
+            if lname in collected:
+                value = f"{collected[lname]},{value}"
+            collected[lname] = value
         return collected
 
     def signing_key(self, credentials: Credentials, date: str) -> bytes:
@@ -524,8 +540,18 @@ class Signer:
         `content_sha256_header=False` leaves x-amz-content-sha256 out, as
         services other than S3 expect (the payload hash is signed either way).
         """
-        self._check_request(method, payload_hash, credentials)
-        date_time = self._amz_date(now)
+        # The hot path, inlined: every call costs ~0.1 us here.
+        if (
+            payload_hash is not EMPTY_SHA256
+            or method not in self._methods
+            or credentials is not self._checked
+        ):
+            self._check_request(method, payload_hash, credentials)
+        last_date = self._last_date
+        if now.tzinfo is UTC and last_date[0] == now.timestamp() // 1:
+            date_time = last_date[1]
+        else:
+            date_time = self._amz_date(now)
         signed = self._canonical_headers(headers)
         if "host" not in signed:
             raise SigningError("missing host header")
@@ -539,13 +565,25 @@ class Signer:
             own.append(("x-amz-security-token", credentials.session_token))
         signed.update(own)
 
+        # The steps of _sign, inlined (a call and a tuple cost ~0.3 us).
         path = canonical_path(path)
-        query = canonical_query(query)
-        signature, scope, signed_headers, key, canonical_request, string_to_sign = (
-            self._sign(
-                method, path, query, signed, payload_hash, credentials, date_time
-            )
+        query = canonical_query(query) if query else query
+        names = sorted(signed)
+        signed_headers = ";".join(names)
+        header_block = "".join([f"{name}:{signed[name]}\n" for name in names])
+        canonical_request = (
+            f"{method}\n{path}\n{query}\n{header_block}\n"
+            f"{signed_headers}\n{payload_hash}"
         )
+        date = date_time[:8]
+        keyed = self._key_cache.get((credentials.secret_key, date))
+        if keyed is None:
+            keyed = self._keyed(credentials, date)
+        key, keyed_hmac = keyed
+        scope = f"{date}{self._scope_suffix}"
+        digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+        string_to_sign = f"{ALGORITHM}\n{date_time}\n{scope}\n{digest}"
+        signature = keyed_hmac.hexdigest(string_to_sign.encode())
         authorization = (
             f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
             f"SignedHeaders={signed_headers}, Signature={signature}"
