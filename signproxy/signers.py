@@ -22,11 +22,9 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
-
-import cachetools
 
 from signproxy import sigv4, sts
 from signproxy.credentials import (
@@ -237,21 +235,39 @@ def remote_refusal(request: SigningRequest) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class _Authorization:
-    amz_date: str
-    value: str = field(repr=False)
+class _Entry:
+    """One cached STS answer, as the signed request it makes, ready to hand out.
+
+    A plain slotted class: the hit path reads two attributes and returns
+    `hit`, built once when STS answered.
+    """
+
+    __slots__ = ("hit", "request", "signed_at")
+
+    def __init__(self, request: sigv4.SignedRequest) -> None:
+        self.request = request
+        # x-amz-date has whole seconds; the age is judged from it.
+        self.signed_at = sigv4.parse_amz_date(request.amz_date).timestamp()
+        self.hit = Signed(request, "cache")
+
+
+_CacheKey = tuple[str, str, str, str, str, str]
+_NAME_MEMO = 512  # distinct header names remembered as neither host nor x-amz-*
 
 
 class RemoteSigner:
     """STS object-store-authorization per request, with a bounded cache.
 
-    The cache maps (method, URL, payload hash, region, service) to the
-    (x-amz-date, Authorization) STS answered, and reuses it while the date is
-    at most `cache_ttl` seconds old, well inside the store's 15-minute clock
-    skew window.  Identical concurrent misses share one STS call; a caller
-    that joins a call in flight counts as a cache hit, since it caused no
-    call of its own.
+    The cache maps (method, scheme, host, raw path, raw query, payload hash)
+    to the signed request STS's (x-amz-date, Authorization) answer makes, and
+    reuses it while the date is at most `cache_ttl` seconds old, well inside
+    the store's 15-minute clock skew window.  Keyed on the raw path and query,
+    a hit canonicalizes nothing: it is a dict look-up, a clock read and the
+    `Signed` built when STS answered.  The cache is a plain dict evicting the
+    oldest entry first (entries are stamped when stored, so the oldest is the
+    first to go stale).  Identical concurrent misses share one STS call; a
+    caller that joins a call in flight counts as a cache hit, since it caused
+    no call of its own.
     """
 
     name = "remote"
@@ -273,20 +289,18 @@ class RemoteSigner:
         self.region = region
         self.service = service
         self._cache_ttl = cache_ttl
+        self._cache_size = cache_size
         self._retry_after = retry_after
         self._clock = clock
         self._metrics = metrics
         self.on_close: list[Closer] = []
-        self._cache: cachetools.TTLCache[tuple[str, ...], _Authorization] | None = (
-            # The TTL here only bounds memory; freshness is judged by _fresh.
-            cachetools.TTLCache(cache_size, cache_ttl + 1, timer=self._timestamp)
-            if cache_size > 0 and cache_ttl > 0
-            else None
+        self._cache: dict[_CacheKey, _Entry] | None = (
+            {} if cache_size > 0 and cache_ttl > 0 else None
         )
-        self._in_flight: dict[tuple[str, ...], asyncio.Task[_Authorization]] = {}
-
-    def _timestamp(self) -> float:
-        return self._clock().timestamp()
+        self._in_flight: dict[_CacheKey, asyncio.Task[_Entry]] = {}
+        # Header names seen that are neither host nor an x-amz-* one the
+        # remote signature would leave out (bounded, never secret).
+        self._plain_names: set[str] = set()
 
     def can_stream(self) -> bool:
         return False
@@ -295,67 +309,83 @@ class RemoteSigner:
         return remote_refusal(request) is None
 
     async def sign(self, request: SigningRequest) -> Signed:
-        refusal = remote_refusal(request)
-        if refusal is not None:
-            raise SigningFailed(400, "InvalidRequest", refusal)
-        try:
-            path = sigv4.canonical_path(request.path)
-            query = sigv4.canonical_query(request.query)
-        except sigv4.SigningError as exc:
-            raise SigningFailed(400, "InvalidRequest", str(exc)) from exc
-        url = _url(request, path, query)
-        key = (request.method, url, request.payload_hash, self.region, self.service)
-
         started = time.perf_counter()
-        authorization, signed_by = await self._authorization(key, request)
-        if self._metrics:
-            self._metrics.signing(signed_by, time.perf_counter() - started)
-        return Signed(
-            _signed_request(path, query, request.payload_hash, authorization),
-            signed_by,
+        key = self._cache_key(request)
+        cache = self._cache
+        if cache is not None:
+            entry = cache.get(key)
+            if (
+                entry is not None
+                and 0 <= self._clock().timestamp() - entry.signed_at <= self._cache_ttl
+            ):
+                if self._metrics:
+                    self._count(hit=True)
+                    self._metrics.signing("cache", time.perf_counter() - started)
+                return entry.hit
+        return await self._sign_uncached(key, request, started)
+
+    def _cache_key(self, request: SigningRequest) -> _CacheKey:
+        """The cache key; raises SigningFailed when remote cannot sign it."""
+        host = None
+        plain = self._plain_names
+        for name, value in request.headers:
+            if name in plain:
+                continue
+            lname = name.lower()
+            if lname == "host":
+                if host is None:
+                    host = value
+                continue
+            if lname.startswith("x-amz-") and lname not in _REMOTE_OWN_AMZ:
+                raise SigningFailed(400, "InvalidRequest", remote_refusal(request))
+            if len(plain) < _NAME_MEMO:
+                plain.add(name)
+        if needs_signing_key(request.payload_hash):
+            raise SigningFailed(400, "InvalidRequest", remote_refusal(request))
+        if not host:
+            raise SigningFailed(400, "InvalidRequest", "missing host header")
+        return (
+            request.method,
+            request.scheme,
+            host,
+            request.path,
+            request.query,
+            request.payload_hash,
         )
 
-    async def _authorization(
-        self, key: tuple[str, ...], request: SigningRequest
-    ) -> tuple[_Authorization, str]:
-        cached = self._cache.get(key) if self._cache is not None else None
-        if cached is not None and self._fresh(cached):
-            self._count(hit=True)
-            return cached, "cache"
-
+    async def _sign_uncached(
+        self, key: _CacheKey, request: SigningRequest, started: float
+    ) -> Signed:
         task = self._in_flight.get(key)
         signed_by = "cache"
         if task is None:
             signed_by = "remote"
-            now = self._clock()
-            task = asyncio.create_task(self._call(key, request, sigv4.amz_date(now)))
+            url, path, query = _url(key)
+            amz_date = sigv4.amz_date(self._clock())
+            task = asyncio.create_task(self._call(key, url, path, query, amz_date))
             task.add_done_callback(lambda done: self._call_done(key, done))
             self._in_flight[key] = task
         self._count(hit=signed_by == "cache")
         # shield: a caller that goes away must not cancel the others' call.
-        return await asyncio.shield(task), signed_by
-
-    def _fresh(self, cached: _Authorization) -> bool:
-        """Whether the signed date (whole seconds) is at most cache_ttl old."""
-        age = (self._clock() - sigv4.parse_amz_date(cached.amz_date)).total_seconds()
-        return 0 <= age <= self._cache_ttl
+        entry = await asyncio.shield(task)
+        if self._metrics:
+            self._metrics.signing(signed_by, time.perf_counter() - started)
+        return entry.hit if signed_by == "cache" else Signed(entry.request, "remote")
 
     def _count(self, *, hit: bool) -> None:
         if self._metrics:
             self._metrics.auth_cache(hit)
 
-    def _call_done(
-        self, key: tuple[str, ...], task: asyncio.Task[_Authorization]
-    ) -> None:
+    def _call_done(self, key: _CacheKey, task: asyncio.Task[_Entry]) -> None:
         if self._in_flight.get(key) is task:
             del self._in_flight[key]
         if not task.cancelled():
             task.exception()  # retrieved here, so nobody waiting is not an error
 
     async def _call(
-        self, key: tuple[str, ...], request: SigningRequest, amz_date: str
-    ) -> _Authorization:
-        method, url = key[0], key[1]
+        self, key: _CacheKey, url: str, path: str, query: str, amz_date: str
+    ) -> _Entry:
+        method, payload_hash = key[0], key[5]
         started = time.perf_counter()
         outcome = "unavailable"
         try:
@@ -363,7 +393,7 @@ class RemoteSigner:
                 method,
                 url,
                 amz_date,
-                request.payload_hash,
+                payload_hash,
                 region=self.region,
                 service=self.service,
             )
@@ -385,10 +415,15 @@ class RemoteSigner:
                 self._metrics.sts_call("object_store_authorization", outcome, seconds)
 
         _check_authorization(value)
-        authorization = _Authorization(amz_date, value)
-        if self._cache is not None:
-            self._cache[key] = authorization
-        return authorization
+        entry = _Entry(_signed_request(path, query, payload_hash, amz_date, value))
+        cache = self._cache
+        if cache is not None:
+            # Re-inserted at the end, so the dict stays in age order.
+            cache.pop(key, None)
+            while len(cache) >= self._cache_size:
+                del cache[next(iter(cache))]
+            cache[key] = entry
+        return entry
 
     async def start(self) -> None:
         return None
@@ -410,11 +445,16 @@ class RemoteSigner:
         )
 
 
-def _url(request: SigningRequest, path: str, query: str) -> str:
-    host = next((v for n, v in request.headers if n.lower() == "host"), None)
-    if not host:
-        raise SigningFailed(400, "InvalidRequest", "missing host header")
-    return f"{request.scheme}://{host}{path}" + (f"?{query}" if query else "")
+def _url(key: _CacheKey) -> tuple[str, str, str]:
+    """The URL for STS, and the canonical path and query it carries."""
+    _, scheme, host, raw_path, raw_query, _ = key
+    try:
+        path = sigv4.canonical_path(raw_path)
+        query = sigv4.canonical_query(raw_query)
+    except sigv4.SigningError as exc:
+        raise SigningFailed(400, "InvalidRequest", str(exc)) from exc
+    url = f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+    return url, path, query
 
 
 def _refused(exc: sts.StsError) -> SigningFailed:
@@ -454,21 +494,21 @@ def _check_authorization(value: str) -> None:
 
 
 def _signed_request(
-    path: str, query: str, payload_hash: str, authorization: _Authorization
+    path: str, query: str, payload_hash: str, amz_date: str, authorization: str
 ) -> sigv4.SignedRequest:
-    fields = _authorization_fields(authorization.value)
+    fields = _authorization_fields(authorization)
     credential = fields.get("Credential", "")
     return sigv4.SignedRequest(
         path=path,
         query=query,
         headers=(
-            ("x-amz-date", authorization.amz_date),
+            ("x-amz-date", amz_date),
             ("x-amz-content-sha256", payload_hash),
-            ("authorization", authorization.value),
+            ("authorization", authorization),
         ),
-        authorization=authorization.value,
+        authorization=authorization,
         signature=fields.get("Signature", ""),
-        amz_date=authorization.amz_date,
+        amz_date=amz_date,
         scope=credential.partition("/")[2],
         signed_headers=fields.get("SignedHeaders", ""),
         signing_key=b"",
