@@ -13,6 +13,7 @@ No option carries a secret: keys come from a file (`--scp-config`) or from the
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from signproxy.sts import ScpCredentials
 
 MIN_CHUNK_SIZE = 8 * 1024  # S3 refuses aws-chunked chunks below 8 KiB
+# The store refuses a signature dated more than 15 minutes from its clock
+# (signers.STORE_CLOCK_SKEW; repeated here so option parsing imports nothing).
+STORE_CLOCK_SKEW = 900
 
 
 class OptionError(ValueError):
@@ -149,6 +153,47 @@ def parse_access_keys(text: str) -> tuple[str, ...]:
     return keys
 
 
+def parse_window(text: str) -> float:
+    """A refresh window: seconds before expiry, more than zero."""
+    seconds = _parse_seconds_float(text)
+    if seconds <= 0:
+        raise ValueError("seconds before expiry, more than 0")
+    return seconds
+
+
+def parse_cache_ttl(text: str) -> float:
+    """Seconds a remote authorization is reused: 0 (no reuse) up to under 900."""
+    seconds = _parse_seconds_float(text)
+    if not 0 <= seconds < STORE_CLOCK_SKEW:
+        raise ValueError(
+            f"seconds from 0 to below {STORE_CLOCK_SKEW}, the store's clock-skew window"
+        )
+    return seconds
+
+
+def _parse_seconds_float(text: str) -> float:
+    try:
+        seconds = float(text.strip())
+    except ValueError:
+        raise ValueError("a number of seconds, e.g. 300 or 7.5") from None
+    if not math.isfinite(seconds):
+        raise ValueError("a finite number of seconds")
+    return seconds
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError("true or false (also yes/no, on/off, 1/0)")
+
+
 def parse_api_version(text: str) -> str:
     if not re.fullmatch(r"\d+\.\d+", text.strip()):
         raise ValueError("a version such as 1.0 or 1.1")
@@ -220,10 +265,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("sts_endpoint", None, "SCP STS endpoint URL (default: from the "
            "environment, see the README)", metavar="URL"),
     Option("api_version", "1.1", "SCP STS API version", parse_api_version),
+    Option("force_deprecated", "false", "call STS with an API version it has "
+           "marked deprecated anyway (otherwise refused)", parse_bool,
+           metavar="BOOL"),
     Option("role_indicator", None, "role for assume-role / assume-role-with-saml"),
     Option("role_session_name", "signproxy", "session name for assume-role"),
     Option("duration_seconds", "3600", "lifetime of temporary credentials",
            parse_duration, metavar="SECONDS"),
+    Option("advisory_refresh", "900", "seconds before expiry when temporary "
+           "credentials are refreshed in the background while still served "
+           "(halved for credentials that live no longer than this)",
+           parse_window, metavar="SECONDS"),
+    Option("mandatory_refresh", "300", "seconds before expiry when requests "
+           "wait for one shared refresh, or get 503 if it fails; below "
+           "--advisory-refresh", parse_window, metavar="SECONDS"),
     Option("principal_indicator", None, "SAML provider for assume-role-with-saml"),
     Option("saml_assertion_file", None, "file holding the base64 SAML assertion "
            "(re-read at each refresh)", parse_existing_file, metavar="FILE"),
@@ -232,6 +287,10 @@ OPTIONS: tuple[Option, ...] = (
            parse_existing_file, metavar="FILE"),
     Option("auth_cache_size", "10000", "remote signer: cached authorizations",
            parse_positive_int, metavar="N"),
+    Option("auth_cache_ttl", "300", "remote signer: seconds a cached "
+           "authorization is reused (0 to 899; its date must stay inside the "
+           "store's 15 minute clock-skew window)", parse_cache_ttl,
+           metavar="SECONDS"),
     # Who may use the proxy, and how much of it.
     Option("client_key", None, "access key whose SigV4 signature clients must "
            "carry (repeatable or comma-separated); its secret comes from "
@@ -301,6 +360,10 @@ class ProxyConfig:
     request_timeout: int = 60
     idle_timeout: int = 300
     drain_seconds: int = 20
+    force_deprecated: bool = False
+    advisory_refresh: float = 900.0
+    mandatory_refresh: float = 300.0
+    auth_cache_ttl: float = 300.0
 
     def client_keys(self, environ: Mapping[str, str] = os.environ) -> ClientKeys | None:
         """The client keys to verify requests with; None: no client authentication.
@@ -336,13 +399,17 @@ class ProxyConfig:
             service=self.service,
             sts_endpoint=self.sts_endpoint,
             api_version=self.api_version,
+            force_deprecated=self.force_deprecated,
             scp_credentials=self.scp_credentials(environ),
             role_indicator=self.role_indicator,
             role_session_name=self.role_session_name,
             duration_seconds=self.duration_seconds,
             principal_indicator=self.principal_indicator,
             saml_assertion_file=self.saml_assertion_file,
+            advisory_refresh=self.advisory_refresh,
+            mandatory_refresh=self.mandatory_refresh,
             auth_cache_size=self.auth_cache_size,
+            auth_cache_ttl=self.auth_cache_ttl,
         )
 
 
@@ -407,6 +474,12 @@ def check_together(config: ProxyConfig, label: Labeller = flag_or_env_label) -> 
             label(OPTIONS_BY_NAME["role_indicator"], "given"),
             None,
             "required with --principal-indicator (assume-role-with-saml)",
+        )
+    if config.mandatory_refresh >= config.advisory_refresh:
+        raise OptionError(
+            label(OPTIONS_BY_NAME["mandatory_refresh"], "given"),
+            f"{config.mandatory_refresh:g}",
+            f"must be below --advisory-refresh ({config.advisory_refresh:g})",
         )
     if config.metrics_listen is not None and config.metrics_listen == config.listen:
         raise OptionError(

@@ -210,3 +210,61 @@ def test_every_option_has_a_flag_and_variable():
     for option in options.OPTIONS:
         assert option.flag in done.stdout
         assert option.env in done.stdout
+
+
+def test_refresh_windows_cache_ttl_and_deprecated_reach_signer_settings():
+    env = {"SIGNPROXY_MANDATORY_REFRESH": "120", "SIGNPROXY_FORCE_DEPRECATED": "yes"}
+    config = resolve(
+        {**REVERSE, "advisory_refresh": "600", "auth_cache_ttl": "7.5"}, environ=env
+    )
+    settings = config.signer_settings(environ={})
+    assert (settings.advisory_refresh, settings.mandatory_refresh) == (600.0, 120.0)
+    assert settings.auth_cache_ttl == 7.5
+    assert settings.force_deprecated is True
+    settings.check()
+
+
+def test_refresh_windows_cache_ttl_and_deprecated_defaults():
+    settings = resolve(REVERSE, environ={}).signer_settings(environ={})
+    assert (settings.advisory_refresh, settings.mandatory_refresh) == (900.0, 300.0)
+    assert settings.auth_cache_ttl == 300.0
+    assert settings.force_deprecated is False
+
+
+@pytest.mark.parametrize(
+    ("given", "environ", "message"),
+    [
+        ({"advisory_refresh": "0"}, {},
+         r"^--advisory-refresh: invalid value '0' \(seconds before expiry, more"),
+        ({}, {"SIGNPROXY_MANDATORY_REFRESH": "-5"},
+         r"^SIGNPROXY_MANDATORY_REFRESH: invalid value '-5' \(seconds before"),
+        ({"mandatory_refresh": "soon"}, {},
+         r"^--mandatory-refresh: invalid value 'soon' \(a number of seconds"),
+        ({"advisory_refresh": "nan"}, {},
+         r"^--advisory-refresh: invalid value 'nan' \(a finite number"),
+        ({"advisory_refresh": "300", "mandatory_refresh": "300"}, {},
+         r"^--mandatory-refresh: invalid value '300' \(must be below "
+         r"--advisory-refresh \(300\)\)$"),
+        ({"mandatory_refresh": "1000"}, {},
+         r"^--mandatory-refresh: invalid value '1000' \(must be below "
+         r"--advisory-refresh \(900\)\)$"),
+        ({"auth_cache_ttl": "900"}, {},
+         r"^--auth-cache-ttl: invalid value '900' \(seconds from 0 to below 900"),
+        ({}, {"SIGNPROXY_AUTH_CACHE_TTL": "-1"},
+         r"^SIGNPROXY_AUTH_CACHE_TTL: invalid value '-1' \(seconds from 0"),
+        ({"force_deprecated": "maybe"}, {},
+         r"^--force-deprecated: invalid value 'maybe' \(true or false"),
+    ],
+)  # fmt: skip
+def test_refresh_window_cache_ttl_and_deprecated_refusals(given, environ, message):
+    with pytest.raises(OptionError, match=message):
+        resolve({**REVERSE, **given}, environ=environ)
+
+
+def test_run_refuses_a_mandatory_window_not_below_the_advisory_one():
+    done = run_cli(
+        "--upstream", "http://127.0.0.1:1",
+        "--advisory-refresh", "60", "--mandatory-refresh", "90",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--mandatory-refresh: invalid value '90' (must be below" in done.stderr
