@@ -1,11 +1,18 @@
 """Logging set-up: text or JSON lines, secrets redacted, one access line format.
 
 `configure_logging()` installs one handler on the root logger.  Its
-`RedactingFilter` rewrites every record before it is formatted: values of
+`RedactingFilter` hands that handler a redacted copy of every record: values of
 Authorization headers, SigV4 signatures and credentials, session tokens, secret
 keys and SAML assertions, and any string passed to `register_secret()`, become
 `<redacted>`, in the message, in its arguments, in exception text and in
-structured extras alike.
+structured extras alike.  The original record is left as it was for any other
+handler (mitmproxy's formatter, for one, needs its tuple extras intact).
+
+Secrets come in two kinds: fixed ones registered at start-up (the SCP secret
+key, client secrets), of which the latest 256 are kept, and rotating ones
+registered under a slot (`register_secret(value, slot="...")`: refreshed
+credentials), of which each slot keeps only its current and previous value, so
+a long-running proxy neither forgets its fixed secrets nor grows the set.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 _SECRET_MIN_LENGTH = 4
 _SECRETS_KEPT = 256
+_SLOTS_KEPT = 64
+_SLOT_VALUES_KEPT = 2  # the current value and the previous one
 
 # A whole Authorization value runs to the end of the quoted string or line.
 _AUTHORIZATION = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)([^\"'\r\n]+)")
@@ -45,36 +54,61 @@ _SECRET_KEY = re.compile(
 )
 
 _secrets: OrderedDict[str, None] = OrderedDict()
+_slots: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+_known: tuple[str, ...] = ()  # every secret above, longest first
 _secrets_lock = threading.Lock()
 
 
-def register_secret(value: str | None) -> None:
+def register_secret(value: str | None, *, slot: str | None = None) -> None:
     """Redact `value` from every log record from now on.
 
     Values shorter than four characters are ignored (they would mangle ordinary
-    text).  The most recent 256 are kept, so rotating credentials do not grow
-    the set without bound.
+    text).  Without `slot`, the most recent 256 values are kept.  With `slot`
+    (a name for one rotating secret, e.g. one provider's session token), the
+    slot keeps its current and previous value only; the 64 most recently used
+    slots are kept.
     """
     if not value or len(value) < _SECRET_MIN_LENGTH:
         return
+    global _known
     with _secrets_lock:
-        _secrets[value] = None
-        _secrets.move_to_end(value)
-        while len(_secrets) > _SECRETS_KEPT:
-            _secrets.popitem(last=False)
+        if slot is None:
+            _secrets[value] = None
+            _secrets.move_to_end(value)
+            while len(_secrets) > _SECRETS_KEPT:
+                _secrets.popitem(last=False)
+        else:
+            kept = tuple(v for v in _slots.pop(slot, ()) if v != value)
+            _slots[slot] = (*kept, value)[-_SLOT_VALUES_KEPT:]
+            while len(_slots) > _SLOTS_KEPT:
+                _slots.popitem(last=False)
+        _known = _all_secrets()
+
+
+def _all_secrets() -> tuple[str, ...]:
+    values = set(_secrets)
+    for kept in _slots.values():
+        values.update(kept)
+    return tuple(sorted(values, key=len, reverse=True))
+
+
+def registered_secret_count() -> int:
+    """How many distinct secrets are redacted now (bounded; for tests)."""
+    return len(_known)
 
 
 def forget_secrets() -> None:
     """Drop every registered secret (for tests)."""
+    global _known
     with _secrets_lock:
         _secrets.clear()
+        _slots.clear()
+        _known = ()
 
 
 def redact(text: str) -> str:
     """`text` with every secret it may carry replaced by `<redacted>`."""
-    with _secrets_lock:
-        known = sorted(_secrets, key=len, reverse=True)
-    for secret in known:
+    for secret in _known:
         if secret in text:
             text = text.replace(secret, REDACTED)
     text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
@@ -83,22 +117,25 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each record so no formatter can see a secret."""
+    """Gives its handler a redacted copy of each record (Python 3.12 filters
+    may return a replacement record); the shared original is not touched, so
+    other handlers see the record, its args and extras, as logged."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(_message(record))
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+    def filter(self, record: logging.LogRecord) -> logging.LogRecord:
+        clean = logging.makeLogRecord(record.__dict__)
+        clean.msg = redact(_message(record))
+        clean.args = None
+        exc_text = record.exc_text
+        if record.exc_info and not exc_text:
+            exc_text = logging.Formatter().formatException(record.exc_info)
+        clean.exc_text = redact(exc_text) if exc_text else exc_text
         # The traceback is now in exc_text; formatters must not re-render it.
-        record.exc_info = None
+        clean.exc_info = None
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            clean.stack_info = redact(record.stack_info)
         for name in _extra_names(record):
-            setattr(record, name, _redact_value(getattr(record, name)))
-        return True
+            setattr(clean, name, _redact_value(getattr(record, name)))
+        return clean
 
 
 def _message(record: logging.LogRecord) -> str:
@@ -119,8 +156,13 @@ def _redact_value(value: Any) -> Any:
             else _redact_value(item)
             for key, item in value.items()
         }
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):
         return [_redact_value(item) for item in value]
+    if isinstance(value, tuple):
+        items = [_redact_value(item) for item in value]
+        if hasattr(value, "_fields"):  # a named tuple
+            return type(value)(*items)
+        return tuple(items)
     return value
 
 

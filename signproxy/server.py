@@ -107,9 +107,10 @@ class ProxyServer:
                 f"the {self.signer.name} signer could not start: {error}"
             ) from None
         self.master = Master(mitmproxy_options(self.config))
-        # No addon here listens to the deprecated `add_log` events, and that
-        # handler would format records after other handlers' filters (the
-        # redacting one turns tuples into lists, which it cannot format).
+        # No addon here listens to the deprecated `add_log` events; their
+        # handler would only format every record a second time for nobody.
+        # (It once crashed on records our redacting filter had rewritten;
+        # that filter now leaves shared records alone.)
         self.master._legacy_log_events.uninstall()
         self.master.addons.add(
             core.Core(),

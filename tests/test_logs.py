@@ -21,6 +21,7 @@ from signproxy.logs import (
     path_class,
     redact,
     register_secret,
+    registered_secret_count,
 )
 
 SIGNATURE = "fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024"
@@ -144,8 +145,8 @@ def test_secret_named_mapping_keys_lose_their_whole_value() -> None:
         "X-Amz-Security-Token": "opaque",
         "Host": "example",
     }
-    RedactingFilter().filter(record)
-    assert record.headers == {
+    clean = RedactingFilter().filter(record)
+    assert clean.headers == {
         "Authorization": REDACTED,
         "X-Amz-Security-Token": REDACTED,
         "Host": "example",
@@ -179,6 +180,75 @@ def test_oldest_registered_secrets_are_forgotten() -> None:
         assert redact("later-secret-0255") == REDACTED
     finally:
         forget_secrets()
+
+
+def test_rotating_secrets_keep_current_and_previous_per_slot() -> None:
+    try:
+        register_secret("fixed-scp-secret-key")
+        for number in range(1000):  # a long-running proxy's refreshes
+            register_secret(f"rotated-secret-{number:04d}", slot="provider/secret")
+            register_secret(f"rotated-token-{number:04d}", slot="provider/token")
+        assert redact("fixed-scp-secret-key") == REDACTED
+        assert redact("rotated-secret-0999 rotated-secret-0998") == (
+            f"{REDACTED} {REDACTED}"
+        )
+        assert redact("rotated-token-0999") == REDACTED
+        assert redact("rotated-secret-0997") == "rotated-secret-0997"
+        assert registered_secret_count() == 5
+        for number in range(200):  # slots themselves are bounded too
+            register_secret(f"slot-secret-{number:04d}", slot=f"slot-{number}")
+        assert registered_secret_count() == 1 + 64
+        assert redact("fixed-scp-secret-key") == REDACTED
+    finally:
+        forget_secrets()
+
+
+def test_records_are_redacted_for_our_handler_only_and_keep_tuples(
+    stream: io.StringIO,
+) -> None:
+    """Other handlers (mitmproxy's formatter needs a `client` address tuple) get
+    the record untouched; ours gets a redacted copy with tuples still tuples."""
+    from mitmproxy.log import MitmFormatter
+
+    configure_logging("info", "json", stream)
+    register_secret(SESSION_TOKEN)
+    seen: list[logging.LogRecord] = []
+    formatted: list[str] = []
+
+    class Other(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+            formatted.append(MitmFormatter(colorize=False).format(record))
+
+    other = Other()
+    root = logging.getLogger()
+    root.addHandler(other)
+    try:
+        logging.getLogger("signproxy.test").info(
+            "client %s sent %s",
+            ("127.0.0.1", 5555),
+            f"Authorization: {AUTHORIZATION}",
+            extra={"client": ("127.0.0.1", 5555), "pair": ("a", SESSION_TOKEN)},
+        )
+    finally:
+        root.removeHandler(other)
+
+    (record,) = seen
+    assert record.args == (("127.0.0.1", 5555), f"Authorization: {AUTHORIZATION}")
+    assert record.client == ("127.0.0.1", 5555)
+    assert record.msg == "client %s sent %s"
+    assert "127.0.0.1:5555" in formatted[0]
+
+    entry = json.loads(stream.getvalue())
+    assert (
+        entry["message"] == f"client ('127.0.0.1', 5555) sent Authorization: {REDACTED}"
+    )
+    assert entry["client"] == ["127.0.0.1", 5555]  # JSON has no tuples
+    assert SESSION_TOKEN not in stream.getvalue()
+    clean = RedactingFilter().filter(record)
+    assert clean.client == ("127.0.0.1", 5555)
+    assert clean.pair == ("a", REDACTED)
+    assert isinstance(clean.pair, tuple)
 
 
 def test_redaction_reaches_args_extras_and_tracebacks(stream: io.StringIO) -> None:
