@@ -21,10 +21,19 @@ from the expiration:
   fails.  While backing off after a failure, such callers are answered at
   once instead of calling STS again.
 
-For short-lived credentials the windows shrink to half and a quarter of the
-lifetime, so a 900 s session with the default windows is not refreshed on
-every request.  Time comes from an injected clock (a callable returning a
-timezone-aware `datetime`), which lets tests move time by hand.
+A window at least as long as the credentials' lifetime would refresh them
+at once, on every request: such a window shrinks to half (advisory) or a
+quarter (mandatory) of the lifetime, so a 900 s session with the default
+15 min advisory window is refreshed after 450 s.  Shorter windows are kept as
+configured (`--advisory-refresh 895` on 900 s credentials refreshes after
+5 s).
+
+Each refreshed secret key and session token (and SAML assertion) is
+registered with `logs.register_secret` under this provider's slots, so logs
+redact the current and the previous one.
+
+Time comes from an injected clock (a callable returning a timezone-aware
+`datetime`), which lets tests move time by hand.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from signproxy import sigv4, sts
+from signproxy import logs, sigv4, sts
 
 if TYPE_CHECKING:
     from signproxy.metrics import Metrics
@@ -277,10 +286,10 @@ class RefreshingProvider:
         return snapshot
 
     def _store(self, credentials: sigv4.Credentials, expiration: datetime) -> Snapshot:
+        self._register_secrets(credentials)
         now = self._clock()
         lifetime = max(0.0, (expiration - now).total_seconds())
-        advisory = min(self._advisory, lifetime / 2)
-        mandatory = min(self._mandatory, lifetime / 4)
+        advisory, mandatory = self._windows(lifetime)
         snapshot = Snapshot(
             credentials=credentials,
             expiration=expiration,
@@ -295,6 +304,19 @@ class RefreshingProvider:
             self._metrics.credential_refresh("ok")
             self._metrics.credentials_expiry(expiration)
         return snapshot
+
+    def _windows(self, lifetime: float) -> tuple[float, float]:
+        """The advisory and mandatory windows for credentials living `lifetime`."""
+        advisory = self._advisory if self._advisory < lifetime else lifetime / 2
+        mandatory = self._mandatory if self._mandatory < lifetime else lifetime / 4
+        return advisory, min(mandatory, advisory)
+
+    def _secret_slot(self, name: str) -> str:
+        return f"{self.kind}@{id(self):x}/{name}"
+
+    def _register_secrets(self, credentials: sigv4.Credentials) -> None:
+        logs.register_secret(credentials.secret_key, slot=self._secret_slot("secret"))
+        logs.register_secret(credentials.session_token, slot=self._secret_slot("token"))
 
     def _refresh_failed(self, exc: Exception) -> CredentialsUnavailable:
         reason = _describe(exc)
@@ -404,6 +426,7 @@ class SamlProvider(RefreshingProvider):
 
     async def _fetch(self) -> tuple[sigv4.Credentials, datetime]:
         assertion = await asyncio.to_thread(self._read_assertion)
+        logs.register_secret(assertion, slot=self._secret_slot("assertion"))
         result = await self._sts_call(
             "assume_role_with_saml",
             self._client.assume_role_with_saml(
@@ -412,6 +435,11 @@ class SamlProvider(RefreshingProvider):
                 assertion,
                 self.duration_seconds,
             ),
+        )
+        logger.info(
+            "SAML assertion from %s accepted for subject %s",
+            self.assertion_file,
+            result.subject,
         )
         return _snapshot_of(result.credentials)
 

@@ -23,6 +23,7 @@ from signproxy.credentials import (
     SamlProvider,
     StaticProvider,
 )
+from signproxy.logs import REDACTED, forget_secrets, redact, registered_secret_count
 from signproxy.metrics import Metrics
 
 ROLE = "dev2:afd580f490394896a6bceabf77683c6bd:signer-role"
@@ -353,6 +354,81 @@ async def test_short_lived_credentials_shrink_the_windows(
     await until(lambda: len(fake_sts.calls) == 2, "the advisory refresh")
     fake_sts.release()
     await provider.close()
+
+
+async def test_windows_shorter_than_the_lifetime_are_kept_as_configured(
+    clock: FakeClock,
+) -> None:
+    fake_sts = FakeSts(clock, lifetime=900)
+    provider = AssumeRoleProvider(
+        fake_sts,  # type: ignore[arg-type]
+        ROLE,
+        clock=clock,
+        refresh_interval=None,
+        advisory_refresh=895,
+        mandatory_refresh=890,
+    )
+    await provider.start()
+    clock.advance(4)
+    await provider.credentials()
+    assert len(fake_sts.calls) == 1
+
+    clock.advance(2)  # 894 s left: inside the advisory window
+    fake_sts.hold()
+    first = await provider.credentials()
+    await until(lambda: len(fake_sts.calls) == 2, "the advisory refresh")
+    assert first.access_key == "ASIATEMP0001"  # still served while refreshing
+
+    clock.advance(5)  # 889 s left: mandatory, callers join the refresh in flight
+    waiting = asyncio.create_task(provider.credentials())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    fake_sts.release()
+    assert (await waiting).access_key == "ASIATEMP0002"
+    assert len(fake_sts.calls) == 2
+    await provider.close()
+
+
+async def test_refreshed_secrets_are_registered_for_redaction(
+    provider: AssumeRoleProvider, fake_sts: FakeSts, clock: FakeClock
+) -> None:
+    forget_secrets()
+    try:
+        await provider.credentials()  # started by the fixture
+        for _ in range(5):
+            clock.advance(LIFETIME)  # expired: the next call refreshes
+            await provider.credentials()
+        assert len(fake_sts.calls) == 6
+        current = await provider.credentials()
+        assert current.session_token is not None
+        text = f"{current.secret_key} {current.session_token}"
+        assert redact(text) == f"{REDACTED} {REDACTED}"
+        assert redact("secret-5-xxxxxxxxxxxxxxxx") == REDACTED  # the previous one
+        assert redact("secret-4-xxxxxxxxxxxxxxxx") == "secret-4-xxxxxxxxxxxxxxxx"
+        assert registered_secret_count() == 4  # current and previous, no more
+    finally:
+        forget_secrets()
+
+
+async def test_saml_assertion_is_registered_for_redaction(
+    clock: FakeClock, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    assertion_file = tmp_path / "assertion.b64"
+    assertion_file.write_text("PHNhbWxwOlJlc3BvbnNlIElEPSJmaXJzdCI+\n")
+    provider = SamlProvider(
+        fake_sts,  # type: ignore[arg-type]
+        ROLE,
+        PRINCIPAL,
+        assertion_file,
+        clock=clock,
+        refresh_interval=None,
+    )
+    try:
+        await provider.start()
+        assert redact("PHNhbWxwOlJlc3BvbnNlIElEPSJmaXJzdCI+") == REDACTED
+    finally:
+        await provider.close()
+        forget_secrets()
 
 
 @pytest.mark.parametrize(

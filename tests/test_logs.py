@@ -337,3 +337,26 @@ def test_log_access_in_json_carries_fields(stream: io.StringIO) -> None:
     assert entry["message"].startswith("method=GET path_class=object status=404")
     assert entry["access"]["status"] == 404
     assert entry["access"]["path_class"] == "object"
+
+
+def test_run_registers_the_scp_secret_and_client_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from signproxy.clientauth import ClientKeys
+    from signproxy.commands.run import register_startup_secrets
+    from signproxy.signers import SignerSettings
+    from signproxy.sts import ScpCredentials
+
+    scp = ScpCredentials("AKSCP0001", "scp-secret-from-config-file")
+    clients = ClientKeys({"CLIENTKEY1": "client-secret-number-one"})
+    try:
+        register_startup_secrets(SignerSettings(scp_credentials=scp), clients)
+        monkeypatch.setenv("SCP_SECRET_KEY", "scp-secret-from-environment")
+        register_startup_secrets(SignerSettings(), None)
+        text = (
+            "scp-secret-from-config-file client-secret-number-one "
+            "scp-secret-from-environment"
+        )
+        assert redact(text) == f"{REDACTED} {REDACTED} {REDACTED}"
+    finally:
+        forget_secrets()

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from typing import TYPE_CHECKING
 
 from signproxy import options
+
+if TYPE_CHECKING:
+    from signproxy.clientauth import ClientKeys
+    from signproxy.signers import SignerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"signproxy run: {error}", file=sys.stderr)
         return EXIT_BAD_OPTION
+    register_startup_secrets(settings, client_keys)
     if client_keys:
         logger.info(
             "client authentication on: %d client key(s); unsigned or wrongly "
@@ -102,3 +109,15 @@ def run(args: argparse.Namespace) -> int:
         # create_signer refuses settings it cannot use (e.g. no SCP keys).
         logger.error("signproxy run: %s", error)
         return EXIT_BAD_OPTION
+
+
+def register_startup_secrets(
+    settings: SignerSettings, client_keys: ClientKeys | None
+) -> None:
+    """Have the logs redact the SCP secret key and every client secret."""
+    from signproxy import logs
+
+    scp = settings.scp_credentials
+    logs.register_secret(scp.secret_key if scp else os.environ.get("SCP_SECRET_KEY"))
+    for secret in client_keys.secrets.values() if client_keys else ():
+        logs.register_secret(secret)
