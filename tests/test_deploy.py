@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -332,13 +333,31 @@ def container_ports(container: dict[str, Any]) -> dict[str, int]:
     return {port["name"]: port["containerPort"] for port in container["ports"]}
 
 
+def mount_secrets(where: str, container: dict[str, Any], root: Path) -> list[str]:
+    """Write the container's mounted Secrets under `root` as Kubernetes would
+    mount them, and return its args with the mount paths moved there."""
+    [pod] = [pod for name, pod in POD_SPECS if name == where]
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    args = list(container["args"])
+    for mount in container.get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        target = root / mount["mountPath"].lstrip("/")
+        target.mkdir(parents=True)
+        for key, value in one("Secret", secret["secretName"])["stringData"].items():
+            (target / key).write_text(value)
+        args = [arg.replace(mount["mountPath"], str(target)) for arg in args]
+    return args
+
+
 @pytest.mark.parametrize(
     ("where", "container"), SIGNPROXY_CONTAINERS, ids=ids(SIGNPROXY_CONTAINERS)
 )
 def test_signproxy_args_parse_with_run_own_options(
-    where: str, container: dict[str, Any]
+    where: str, container: dict[str, Any], tmp_path: Path
 ) -> None:
-    args = run_parser().parse_args(["run", *container["args"]])
+    args = run_parser().parse_args(["run", *mount_secrets(where, container, tmp_path)])
     environ = container_environ(container)
 
     config = options.resolve(
@@ -355,6 +374,10 @@ def test_signproxy_args_parse_with_run_own_options(
     assert settings.scp_credentials is not None
     if where.startswith("gateway/"):
         assert config.listen == ("0.0.0.0", ports["s3"])
+        # Listening beyond the pod, it lends its credentials to key holders only.
+        client_keys = config.client_keys(environ)
+        assert client_keys is not None
+        assert client_keys.secret("REPLACE_ME") == "REPLACE_ME"
     else:
         # A sidecar serves its own pod only.
         assert config.listen == ("127.0.0.1", 8080)
@@ -373,15 +396,16 @@ def test_configmap_keys_are_signproxy_options() -> None:
         assert isinstance(value, str)
 
 
-def test_secret_is_a_template_without_real_keys() -> None:
-    [secret] = by_kind("Secret")
-    assert secret["stringData"] == {
+def test_secrets_are_templates_without_real_keys() -> None:
+    assert one("Secret", "signproxy-scp")["stringData"] == {
         "access-key": "REPLACE_ME",
         "secret-key": "REPLACE_ME",
     }
-    # Keys reach the proxy only through the environment, never argv.
+    client_keys = one("Secret", "signproxy-client-keys")["stringData"]["keys.toml"]
+    assert tomllib.loads(client_keys) == {"client_keys": {"REPLACE_ME": "REPLACE_ME"}}
+    # Keys reach the proxy through the environment or a mounted file, never argv.
     for _, container in SIGNPROXY_CONTAINERS:
-        assert not any("key" in arg.lower() for arg in container["args"])
+        assert not any("REPLACE_ME" in arg for arg in container["args"])
         names = {v["name"] for v in container["env"] if "valueFrom" in v}
         assert names == {"SCP_ACCESS_KEY", "SCP_SECRET_KEY"}
 
