@@ -195,6 +195,13 @@ class RefreshingProvider:
             if now >= snapshot.advisory_at:
                 self._refresh_in_background(now)
             return snapshot.credentials
+        if snapshot is not None:
+            logger.debug(
+                "%s credentials in their mandatory window (expire at %s): "
+                "waiting for the shared refresh",
+                self.kind,
+                snapshot.expiration.isoformat(),
+            )
         fresh = await self._wait_for_refresh(now)
         return fresh.credentials
 
