@@ -314,6 +314,11 @@ class StreamDecoder:
     Memory stays bounded: chunk data is passed on as it arrives, and chunk
     header lines and trailers have size limits.  Chunk signatures are checked
     for form only (the proxy re-signs; it cannot know the client's key).
+
+    Subclasses that need to see chunk boundaries (to verify chunk signatures,
+    say) override the hooks `chunk_started`, `chunk_data` and `chunk_ended`,
+    which do nothing here; a hook may raise ChunkedFormatError to stop the
+    body.
     """
 
     def __init__(
@@ -335,6 +340,23 @@ class StreamDecoder:
         self._buffer = bytearray()
         self._remaining = 0
         self._trailer_bytes = 0
+        self._chunk_size = 0
+        self._signature: str | None = None
+
+    # -- hooks --------------------------------------------------------------
+
+    def chunk_started(self, size: int, signature: str | None) -> None:
+        """A chunk header was read: its size (0 for the final chunk) and its
+        chunk-signature, or None when it has none."""
+
+    def chunk_data(self, piece: bytes) -> None:
+        """A piece of the current chunk's data, as it is decoded."""
+
+    def chunk_ended(self, size: int, signature: str | None) -> None:
+        """The current chunk is complete: its data and CRLF were read (the
+        final, empty chunk ends as soon as its header is read)."""
+
+    # -- decoding -----------------------------------------------------------
 
     def feed(self, data: bytes) -> list[bytes]:
         """Decoded payload pieces found in `data` (possibly none)."""
@@ -393,16 +415,19 @@ class StreamDecoder:
             raise ChunkedFormatError(
                 f"chunk size {size} exceeds the limit of {self.max_chunk_size}"
             )
-        if extensions:
-            self._check_extensions(extensions)
+        signature = self._check_extensions(extensions) if extensions else None
+        self._chunk_size = size
+        self._signature = signature
+        self.chunk_started(size, signature)
         if size == 0:
             self._state = _TRAILER
+            self.chunk_ended(0, signature)
         else:
             self._remaining = size
             self._state = _DATA
         return True
 
-    def _check_extensions(self, extensions: bytes) -> None:
+    def _check_extensions(self, extensions: bytes) -> str:
         name, _, value = extensions.partition(b"=")
         if name != b"chunk-signature" or not _SIGNATURE.fullmatch(value):
             raise ChunkedFormatError(
@@ -410,6 +435,7 @@ class StreamDecoder:
                 "chunk-signature=<64 lower-case hex>"
             )
         self.chunk_signatures += 1
+        return value.decode("ascii")
 
     def _read_data(self, out: list[bytes]) -> bool:
         if not self._buffer:
@@ -418,6 +444,7 @@ class StreamDecoder:
         del self._buffer[: len(piece)]
         self._remaining -= len(piece)
         self.decoded_length += len(piece)
+        self.chunk_data(piece)
         out.append(piece)
         if self._remaining == 0:
             self._state = _DATA_END
@@ -430,6 +457,7 @@ class StreamDecoder:
             raise ChunkedFormatError("chunk data is not followed by CRLF")
         del self._buffer[:2]
         self._state = _HEADER
+        self.chunk_ended(self._chunk_size, self._signature)
         return True
 
     def _read_trailer_line(self) -> bool:

@@ -555,8 +555,7 @@ class VerifyingDecoder(chunked.StreamDecoder):
     chunks before it may already have gone upstream, but the body never
     completes, so the store does not keep the object.
 
-    Note: this hooks into StreamDecoder's chunk-boundary steps; a public
-    per-chunk callback in `chunked` would be the cleaner seam.
+    It sees chunk boundaries through StreamDecoder's public hooks.
     """
 
     def __init__(self, client: VerifiedClient, **limits: int) -> None:
@@ -565,50 +564,28 @@ class VerifyingDecoder(chunked.StreamDecoder):
         self._amz_date = client.amz_date
         self._scope = client.scope
         self._previous = client.signature
-        self._claimed: str | None = None
         self._hash = hashlib.sha256()
         self.verified_chunks = 0
 
     def __repr__(self) -> str:
         return f"VerifyingDecoder(verified_chunks={self.verified_chunks})"
 
-    def _check_extensions(self, extensions: bytes) -> None:
-        super()._check_extensions(extensions)
-        self._claimed = extensions.partition(b"=")[2].decode("ascii")
-
-    def _read_header(self) -> bool:
-        self._claimed = None
-        advanced = super()._read_header()
-        if not advanced:
-            return False
-        if self._claimed is None:
+    def chunk_started(self, size: int, signature: str | None) -> None:
+        if signature is None:
             raise ChunkSignatureMismatch(
                 "a chunk of a signed aws-chunked body has no chunk-signature"
             )
         self._hash = hashlib.sha256()
-        if self._remaining == 0:  # the final, empty chunk
-            self._verify()
-        return True
 
-    def _read_data(self, out: list[bytes]) -> bool:
-        before = len(out)
-        advanced = super()._read_data(out)
-        for piece in out[before:]:
-            self._hash.update(piece)
-        return advanced
+    def chunk_data(self, piece: bytes) -> None:
+        self._hash.update(piece)
 
-    def _read_data_end(self) -> bool:
-        advanced = super()._read_data_end()
-        if advanced:
-            self._verify()
-        return advanced
-
-    def _verify(self) -> None:
+    def chunk_ended(self, size: int, signature: str | None) -> None:
         string_to_sign = chunked.chunk_string_to_sign(
             self._amz_date, self._scope, self._previous, self._hash.hexdigest()
         )
         expected = hmac.digest(self._key, string_to_sign.encode(), "sha256").hex()
-        if not hmac.compare_digest(expected, self._claimed or ""):
+        if not hmac.compare_digest(expected, signature or ""):
             raise ChunkSignatureMismatch(
                 f"chunk signature {self.verified_chunks + 1} does not match the "
                 "client key"

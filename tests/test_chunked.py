@@ -324,3 +324,68 @@ def test_resigner_refuses_undeclared_trailers() -> None:
 def test_chunk_signer_repr_hides_key() -> None:
     assert SIGNING_KEY.hex() not in repr(example_signer())
     assert "ChunkSigner" in repr(example_signer())
+
+
+# --- public per-chunk hooks ------------------------------------------------
+
+
+class RecordingDecoder(StreamDecoder):
+    """Records what the hooks see; `stop_at` raises at that chunk's end."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        super().__init__()
+        self.events: list[tuple[str, int, str | None]] = []
+        self.data = bytearray()
+        self.stop_at = stop_at
+
+    def chunk_started(self, size: int, signature: str | None) -> None:
+        self.events.append(("started", size, signature))
+
+    def chunk_data(self, piece: bytes) -> None:
+        self.data += piece
+
+    def chunk_ended(self, size: int, signature: str | None) -> None:
+        self.events.append(("ended", size, signature))
+        if self.stop_at is not None and len(self.events) // 2 == self.stop_at:
+            raise ChunkedFormatError(f"stopped at chunk {self.stop_at}")
+
+
+def test_hooks_see_every_chunk_its_signature_and_data_in_any_feed_size() -> None:
+    data = bytes(range(256)) * 100  # 25600 bytes: chunks of 10000, 10000, 5600
+    body = feed_in_pieces(StreamEncoder(10000, example_signer()), data, 4096)
+    replay = example_signer()
+    signatures = [replay.sign_chunk(data[i : i + 10000]) for i in (0, 10000, 20000)]
+    signatures.append(replay.sign_chunk(b""))
+    for step in (1, 7, 10002, len(body)):
+        decoder = RecordingDecoder()
+        decoded = b"".join(
+            b"".join(decoder.feed(body[i : i + step]))
+            for i in range(0, len(body), step)
+        )
+        decoder.finish()
+        assert decoded == bytes(decoder.data) == data
+        sizes = [10000, 10000, 5600, 0]
+        assert decoder.events == [
+            event
+            for size, signature in zip(sizes, signatures, strict=True)
+            for event in (("started", size, signature), ("ended", size, signature))
+        ]
+
+
+def test_hooks_see_unsigned_chunks_as_none() -> None:
+    decoder = RecordingDecoder()
+    assert decoder.feed(b"3\r\nabc\r\n0\r\n\r\n") == [b"abc"]
+    assert decoder.events == [
+        ("started", 3, None),
+        ("ended", 3, None),
+        ("started", 0, None),
+        ("ended", 0, None),
+    ]
+
+
+def test_a_hook_raising_stops_the_body() -> None:
+    body = b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"
+    decoder = RecordingDecoder(stop_at=1)
+    with pytest.raises(ChunkedFormatError, match=r"stopped at chunk 1"):
+        decoder.feed(body)
+    assert not decoder.done
