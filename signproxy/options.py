@@ -132,6 +132,15 @@ def parse_text(text: str) -> str:
     return text.strip()
 
 
+MAX_WORKERS = 64
+
+
+def parse_workers(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise ValueError(f"a whole number of processes from 1 to {MAX_WORKERS}")
+    return int(text)
+
+
 def parse_seconds(text: str) -> int:
     if not text.strip().isdigit():
         raise ValueError("a whole number of seconds (0 or more)")
@@ -315,6 +324,10 @@ OPTIONS: tuple[Option, ...] = (
            "flight finish for up to this long, then exit 0", parse_seconds,
            metavar="SECONDS"),
     # Operations.
+    Option("workers", "1", "processes serving the listening port (SO_REUSEPORT, "
+           "Linux); each is a whole proxy with its own signer and cache; "
+           "metrics come from worker 0 only (signproxy run only)", parse_workers,
+           metavar="N"),
     Option("metrics_listen", None, "serve /metrics, /healthz and /readyz on "
            "HOST:PORT (off by default)", parse_host_port, metavar="HOST:PORT"),
     Option("log_level", "info", "log level",
@@ -364,6 +377,7 @@ class ProxyConfig:
     advisory_refresh: float = 900.0
     mandatory_refresh: float = 300.0
     auth_cache_ttl: float = 300.0
+    workers: int = 1
 
     def client_keys(self, environ: Mapping[str, str] = os.environ) -> ClientKeys | None:
         """The client keys to verify requests with; None: no client authentication.

@@ -16,9 +16,8 @@ loading, save/replay, map/modify, blocklist, anticache and the rest, and
 `errorcheck` / `keepserving` (start-up failures and the life cycle are
 handled here).
 
-One process serves one core.  `ProxyServer` is built so that several worker
-processes could each run one, sharing the port (SO_REUSEPORT); that is not
-wired yet.
+One process serves one core; `--workers N` runs N of them on one port
+(`signproxy.workers`), each binding with SO_REUSEPORT (`share_listening_port`).
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from mitmproxy import http as mitm_http
 from mitmproxy import options as mitm_options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
+from mitmproxy.proxy import mode_servers
 from mitmproxy.utils import asyncio_utils
 
 from signproxy.addon import SignedOnly, SigningAddon
@@ -111,6 +111,8 @@ class ProxyServer:
             ) from None
         self.master = Master(mitmproxy_options(self.config))
         use_hook_index(self.master)
+        if self.config.workers > 1:
+            share_listening_port()
         # No addon here listens to the deprecated `add_log` events; their
         # handler would only format every record a second time for nobody.
         # (It once crashed on records our redacting filter had rewritten;
@@ -242,6 +244,31 @@ class IndexedAddonManager(addonmanager.AddonManager):
                         await result
             except exceptions.AddonHalt:
                 return
+
+
+def share_listening_port() -> None:
+    """Bind mitmproxy's TCP listeners with SO_REUSEPORT (`--workers`).
+
+    mitmproxy 12 binds with `asyncio.start_server(handler, host, port)` and
+    offers no option for SO_REUSEPORT; its listener is replaced here by the
+    same call with `reuse_port=True`, so that every worker process can bind
+    the one address (see `signproxy.workers`).  Pinned to mitmproxy 12.
+    """
+    instance = mode_servers.AsyncioServerInstance
+    original = instance.listen
+    if getattr(original, "_signproxy_reuse_port", False):
+        return
+
+    async def listen(self: Any, host: str, port: int) -> list[Any]:
+        if self.mode.transport_protocol != "tcp" or port == 0:
+            return await original(self, host, port)
+        server = await asyncio.start_server(
+            self.handle_stream, host, port, reuse_port=True
+        )
+        return [server]
+
+    listen._signproxy_reuse_port = True  # type: ignore[attr-defined]
+    instance.listen = listen  # type: ignore[method-assign]
 
 
 def use_hook_index(master: Master) -> None:

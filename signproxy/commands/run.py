@@ -104,6 +104,12 @@ def run(args: argparse.Namespace) -> int:
         return create_signer(settings, metrics=metrics)
 
     try:
+        if config.workers > 1:
+            from signproxy import workers
+
+            return workers.supervise(
+                config, lambda own: server.run(own, make_signer, metrics)
+            )
         return server.run(config, make_signer, metrics)
     except ValueError as error:
         # create_signer refuses settings it cannot use (e.g. no SCP keys).
