@@ -59,6 +59,8 @@ _REMOTE_OWN_AMZ = frozenset({"x-amz-content-sha256", "x-amz-date"})
 STORE_CLOCK_SKEW = 900.0
 
 DEFAULT_RETRY_AFTER = 5
+# How often an unreachable STS is tried again, with no request waiting on it.
+DEFAULT_PROBE_INTERVAL = 5.0
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -281,6 +283,7 @@ class RemoteSigner:
         cache_size: int = 10000,
         cache_ttl: float = 300.0,
         retry_after: int = DEFAULT_RETRY_AFTER,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL,
         clock: Clock = utc_now,
         metrics: Metrics | None = None,
     ) -> None:
@@ -301,6 +304,10 @@ class RemoteSigner:
         # Header names seen that are neither host nor an x-amz-* one the
         # remote signature would leave out (bounded, never secret).
         self._plain_names: set[str] = set()
+        # Why STS was last found unreachable; None while it answers.
+        self._unreachable: str | None = None
+        self._probe_interval = probe_interval
+        self._probe: asyncio.Task[None] | None = None
 
     def can_stream(self) -> bool:
         return False
@@ -400,6 +407,7 @@ class RemoteSigner:
             outcome = "ok"
         except sts.StsUnavailable as exc:
             logger.warning("remote signing unavailable: %s", exc)
+            self._mark_unreachable(exc.code, key, url, path, query)
             raise SigningFailed(
                 503,
                 "ServiceUnavailable",
@@ -408,11 +416,13 @@ class RemoteSigner:
             ) from exc
         except sts.StsError as exc:
             outcome = "client_error"
+            self._unreachable = None  # it answered, if only to refuse
             raise _refused(exc) from exc
         finally:
             if self._metrics:
                 seconds = time.perf_counter() - started
                 self._metrics.sts_call("object_store_authorization", outcome, seconds)
+        self._unreachable = None
 
         _check_authorization(value)
         entry = _Entry(_signed_request(path, query, payload_hash, amz_date, value))
@@ -429,15 +439,43 @@ class RemoteSigner:
         return None
 
     async def close(self) -> None:
-        for task in list(self._in_flight.values()):
+        tasks = list(self._in_flight.values())
+        if self._probe is not None:
+            tasks.append(self._probe)
+        for task in tasks:
             task.cancel()
         self._in_flight.clear()
         await _run_all(self.on_close)
 
     def ready(self) -> tuple[bool, str]:
-        # Not tied to STS health: with every instance unready no request would
-        # arrive to find STS back.  STS outages are answered per request (503).
+        if self._unreachable is not None:
+            return False, (
+                f"STS at {self.client.endpoint} unreachable: {self._unreachable}"
+            )
         return True, f"remote signing through STS at {self.client.endpoint}"
+
+    def _mark_unreachable(
+        self, reason: str, key: _CacheKey, url: str, path: str, query: str
+    ) -> None:
+        """Not ready until STS answers again, which a probe finds out.
+
+        An unready instance gets no traffic (that is what readiness is for),
+        so no request would ever find STS back: the failed call is repeated
+        in the background, with a fresh date, until STS answers.
+        """
+        self._unreachable = reason
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_sts(key, url, path, query))
+
+    async def _probe_sts(self, key: _CacheKey, url: str, path: str, query: str) -> None:
+        while self._unreachable is not None:
+            await asyncio.sleep(self._probe_interval)
+            amz_date = sigv4.amz_date(self._clock())
+            try:
+                await self._call(key, url, path, query, amz_date)
+            except SigningFailed:
+                continue  # still unreachable, or reachable and refusing: see _call
+        logger.info("remote signing: STS at %s answers again", self.client.endpoint)
 
     def __repr__(self) -> str:
         return (

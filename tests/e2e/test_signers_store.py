@@ -476,3 +476,32 @@ async def test_auto_falls_back_from_remote_to_local(
     assert stats == {"object_store_authorization": 2, "assume_role_with_saml": 1}
     await signer.close()
     await client.aclose()
+
+
+async def test_remote_signer_is_unready_while_sts_is_down_and_recovers_alone(
+    emulator_factory: Callable[..., EmulatorHandle],
+    store: LocalStore,
+    http: httpx.AsyncClient,
+) -> None:
+    emulator = emulator_factory()
+    client = sts.StsClient(emulator.endpoint, emulator.credentials, max_retries=0)
+    signer = RemoteSigner(client, "kr-west1", probe_interval=0.05)
+    request = signing_request(store, "GET", "/any-bucket")
+    assert signer.ready()[0]
+
+    await set_faults(http, emulator, error_rate=1)
+    with pytest.raises(SigningFailed, match=r"signing service \(STS\) is unavailable"):
+        await signer.sign(request)
+    ok, reason = signer.ready()
+    assert not ok
+    assert "unreachable" in reason
+
+    # No request comes (an unready instance gets none): the probe finds STS.
+    await set_faults(http, emulator, error_rate=0)
+    deadline = asyncio.get_running_loop().time() + 20
+    while not signer.ready()[0]:
+        assert asyncio.get_running_loop().time() < deadline, signer.ready()[1]
+        await asyncio.sleep(0.02)
+    calls = await emulator_calls(http, emulator)
+    assert calls["object_store_authorization"] >= 2
+    await signer.close()
