@@ -111,6 +111,7 @@ class ProxyServer:
             ) from None
         self.master = Master(mitmproxy_options(self.config))
         use_hook_index(self.master)
+        skip_mitmproxy_overheads()
         if self.config.workers > 1:
             share_listening_port()
         # No addon here listens to the deprecated `add_log` events; their
@@ -279,14 +280,36 @@ def use_hook_index(master: Master) -> None:
     """Switch a fresh master to the indexed addon manager (before any add)."""
     assert not master.addons.chain
     master.addons.__class__ = IndexedAddonManager
-    # mitmproxy type-checks every field of every request and response it
-    # builds, in debug mode only (`python -O` skips it); its own parser made
-    # them, so the check is skipped here as under -O.
+
+
+def skip_mitmproxy_overheads() -> None:
+    """Two per-request costs of mitmproxy 12 that change nothing it does.
+
+    * It type-checks every field of every request and response it builds,
+      in debug mode only (`python -O` skips it); its own parser made them,
+      so the check is skipped here as under -O.
+    * A header look-up (`headers["content-length"]`, ~18 per request, most
+      of them mitmproxy's own) called two helper functions per header field;
+      `_headers_get_all` gives the same answer in one pass.
+    """
     mitm_http.MessageData.__post_init__ = _skip_debug_typecheck  # type: ignore[method-assign]
+    mitm_http.Headers.get_all = _headers_get_all  # type: ignore[method-assign]
 
 
 def _skip_debug_typecheck(self: Any) -> None:
     return None
+
+
+def _headers_get_all(self: mitm_http.Headers, name: str | bytes) -> list[str]:
+    """`Headers.get_all`: the values of `name`, any case, in order, decoded."""
+    key = (
+        name.encode("utf-8", "surrogateescape") if type(name) is str else name
+    ).lower()
+    return [
+        value.decode("utf-8", "surrogateescape")
+        for field, value in self.fields
+        if field.lower() == key
+    ]
 
 
 async def _close_idle_connections(server: proxyserver.Proxyserver) -> None:

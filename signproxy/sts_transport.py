@@ -156,7 +156,7 @@ class StsTransport(httpx.AsyncBaseTransport):
         try:
             connection.writer.write(data)
             await _with_timeout(
-                _drain(connection.writer, request),
+                _drain(connection, request),
                 timeouts.get("write"),
                 httpx.WriteTimeout,
                 request,
@@ -218,10 +218,12 @@ async def _with_timeout(
         ) from None
 
 
-async def _drain(writer: asyncio.StreamWriter, request: httpx.Request) -> None:
+async def _drain(connection: _Connection, request: httpx.Request) -> None:
     try:
-        await writer.drain()
+        await connection.writer.drain()
     except OSError as error:
+        if connection.reused:
+            raise _Closed from None  # nothing of it reached the server
         raise httpx.WriteError(
             f"sending to STS failed: {error}", request=request
         ) from error

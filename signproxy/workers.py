@@ -16,7 +16,8 @@ The parent only supervises:
 * a worker that exits on its own (it failed to start, or crashed) is
   logged, the others are stopped, and the parent exits 1.  Workers are NOT
   restarted: the process supervisor (systemd, Kubernetes) restarts the
-  whole proxy, which keeps the failure visible.
+  whole proxy, which keeps the failure visible;
+* a parent killed outright takes its workers with it (PR_SET_PDEATHSIG).
 
 Known shortcomings, in the open:
 
@@ -33,6 +34,7 @@ Each worker's log lines carry its number: `[worker 1]` before text lines,
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import os
@@ -49,6 +51,7 @@ logger = logging.getLogger(__name__)
 Serve = Callable[[ProxyConfig], int]
 
 EXIT_FAILED = 1
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -128,17 +131,19 @@ def _fork_workers(
         own = config if index == 0 else dataclasses.replace(config, metrics_listen=None)
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             reservation.close()
-            os._exit(_worker(index, own, serve))
+            os._exit(_worker(index, own, serve, parent))
         workers[pid] = index
     return workers
 
 
-def _worker(index: int, config: ProxyConfig, serve: Serve) -> int:
+def _worker(index: int, config: ProxyConfig, serve: Serve, parent: int) -> int:
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    _stop_with_parent(parent)
     _tag_logs(index)
     try:
         code = serve(config)
@@ -149,6 +154,22 @@ def _worker(index: int, config: ProxyConfig, serve: Serve) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     return code
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM to this worker when the parent dies.
+
+    A parent killed outright (SIGKILL, OOM) cannot forward signals; without
+    this its workers would keep serving the port, unsupervised.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError) as error:
+        logger.warning("worker will not stop with its parent: %s", error)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _tag_logs(index: int) -> None:

@@ -117,3 +117,31 @@ async def test_update_events_only_when_handled_and_after_chain_changes(
     master.addons.remove(updates)
     await master.addons.handle_lifecycle(HttpRequestHook(flow))
     assert calls[4:] == ["first", "second"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["content-length", "Content-Length", b"X-AMZ-META-A", "x-amz-meta-a", "absent"],
+)
+def test_header_look_ups_answer_as_mitmproxy_does(name: str | bytes) -> None:
+    from mitmproxy.coretypes.multidict import MultiDict
+
+    from signproxy.server import skip_mitmproxy_overheads
+
+    skip_mitmproxy_overheads()
+    headers = http.Headers(
+        [
+            (b"Content-Length", b"12"),
+            (b"x-amz-meta-a", b"one"),
+            (b"X-Amz-Meta-A", b"two \xff"),  # repeated, and not UTF-8
+            (b"host", b"example"),
+        ]
+    )
+    key = name.encode() if isinstance(name, str) else name
+    expected = [
+        value.decode("utf-8", "surrogateescape")
+        for value in MultiDict.get_all(headers, key)  # mitmproxy's own look-up
+    ]
+    assert headers.get_all(name) == expected
+    assert headers.get(name) == (", ".join(expected) if expected else None)
+    assert (name in headers) is bool(expected)

@@ -59,7 +59,12 @@ def parent_of(pid: int) -> int:
 
 
 def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+    """Whether `pid` runs (a zombie waiting for its reaper does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def test_two_workers_serve_one_port_and_stop_on_sigterm(
@@ -92,9 +97,10 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(
     assert "signproxy: all workers stopped" in messages
 
 
-def test_a_dead_worker_stops_the_proxy_with_exit_1(
+def start_unsupervised(
     store: LocalStore, store_identity: Identity, tmp_path: Path
-) -> None:
+) -> RunningProxy:
+    """Two workers, not under the start_proxy fixture (which wants exit 0)."""
     port = free_port()
     log_path = tmp_path / "workers.log"
     environ = {
@@ -116,20 +122,39 @@ def test_a_dead_worker_stops_the_proxy_with_exit_1(
     proxy = RunningProxy(
         f"http://127.0.0.1:{port}", "127.0.0.1", port, log_path, process, args
     )
+    poll(lambda: len(listening_workers(proxy)) == 2, "two workers")
+    return proxy
+
+
+def test_a_dead_worker_stops_the_proxy_with_exit_1(
+    store: LocalStore, store_identity: Identity, tmp_path: Path
+) -> None:
+    proxy = start_unsupervised(store, store_identity, tmp_path)
     try:
-        poll(lambda: len(listening_workers(proxy)) == 2, "two workers")
         victim, other = sorted(listening_workers(proxy))
         os.kill(victim, signal.SIGKILL)
-        assert process.wait(timeout=DEADLINE) == 1
+        assert proxy.process.wait(timeout=DEADLINE) == 1
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if proxy.process.poll() is None:
+            proxy.process.kill()
+            proxy.process.wait()
     assert not alive(other)
     errors = [e["message"] for e in log_entries(proxy) if e["level"] == "error"]
     assert any(
         f"(pid {victim}) ended on its own (signal 9)" in message for message in errors
     ), errors
+
+
+def test_workers_stop_when_the_parent_is_killed(
+    store: LocalStore, store_identity: Identity, tmp_path: Path
+) -> None:
+    proxy = start_unsupervised(store, store_identity, tmp_path)
+    workers = listening_workers(proxy)
+    proxy.process.kill()
+    proxy.process.wait()
+    poll(lambda: not any(alive(pid) for pid in workers), "orphaned workers to stop")
+    with pytest.raises(httpx.ConnectError, match=r"refused"):
+        httpx.get(proxy.endpoint + "/")
 
 
 def test_a_taken_port_fails_start_up(
