@@ -430,6 +430,13 @@ class Signer:
         self._last_date: tuple[float, str] = (-1.0, "")
         self._methods: set[str] = set()
         self._checked: Credentials | None = None
+        # The credentials snapshot and date of the last signature, and their
+        # (signing key, primed HMAC): one identity check instead of a look-up.
+        self._last_key: tuple[Credentials | None, str, tuple[bytes, _KeyedHmac]] = (
+            None,
+            "",
+            (b"", _KeyedHmac(b"")),
+        )
 
     def __repr__(self) -> str:
         return f"Signer(region={self.region!r}, service={self.service!r})"
@@ -541,12 +548,12 @@ class Signer:
         services other than S3 expect (the payload hash is signed either way).
         """
         # The hot path, inlined: every call costs ~0.1 us here.
-        if (
-            payload_hash is not EMPTY_SHA256
-            or method not in self._methods
-            or credentials is not self._checked
-        ):
+        if method not in self._methods or credentials is not self._checked:
             self._check_request(method, payload_hash, credentials)
+        elif payload_hash is not EMPTY_SHA256 and (
+            len(payload_hash) != 64 or payload_hash.strip(_HEX_DIGITS)
+        ):
+            _check_payload_hash(payload_hash)  # a constant, or it raises
         last_date = self._last_date
         if now.tzinfo is UTC and last_date[0] == now.timestamp() // 1:
             date_time = last_date[1]
@@ -556,17 +563,19 @@ class Signer:
         if "host" not in signed:
             raise SigningError("missing host header")
 
+        own: tuple[tuple[str, str], ...]
         if content_sha256_header:
-            own = [("x-amz-content-sha256", payload_hash), ("x-amz-date", date_time)]
+            own = (("x-amz-content-sha256", payload_hash), ("x-amz-date", date_time))
         else:
-            own = [("x-amz-date", date_time)]
+            own = (("x-amz-date", date_time),)
         if credentials.session_token is not None:
             _check_token(credentials.session_token)
-            own.append(("x-amz-security-token", credentials.session_token))
+            own += (("x-amz-security-token", credentials.session_token),)
         signed.update(own)
 
         # The steps of _sign, inlined (a call and a tuple cost ~0.3 us).
-        path = canonical_path(path)
+        if path[:1] != "/" or "%" in path or not _PATH_CHARS.fullmatch(path):
+            path = canonical_path(path)
         query = canonical_query(query) if query else query
         names = sorted(signed)
         signed_headers = ";".join(names)
@@ -576,10 +585,12 @@ class Signer:
             f"{signed_headers}\n{payload_hash}"
         )
         date = date_time[:8]
-        keyed = self._key_cache.get((credentials.secret_key, date))
-        if keyed is None:
-            keyed = self._keyed(credentials, date)
-        key, keyed_hmac = keyed
+        last_key = self._last_key
+        if last_key[0] is credentials and last_key[1] == date:
+            key, keyed_hmac = last_key[2]
+        else:
+            key, keyed_hmac = keyed = self._keyed(credentials, date)
+            self._last_key = (credentials, date, keyed)
         scope = f"{date}{self._scope_suffix}"
         digest = hashlib.sha256(canonical_request.encode()).hexdigest()
         string_to_sign = f"{ALGORITHM}\n{date_time}\n{scope}\n{digest}"
@@ -588,11 +599,10 @@ class Signer:
             f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
             f"SignedHeaders={signed_headers}, Signature={signature}"
         )
-        own.append(("authorization", authorization))
         return SignedRequest(
             path,
             query,
-            tuple(own),
+            (*own, ("authorization", authorization)),
             authorization,
             signature,
             date_time,
