@@ -125,6 +125,11 @@ class LocalStore:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.telemetry=false",
+            # Every bucket is a collection with volumes of its own; the default
+            # slot count follows the free disk space and ran out after some
+            # seventy buckets.  Volumes are not preallocated, so slots are cheap.
+            "-volume.max=5000",
+            "-master.volumeSizeLimitMB=1024",
         ]
         args += [f"-{flag}={port}" for flag, port in self.ports.items()]
         log_path = self.log_path or self.data_dir / "weed.log"
