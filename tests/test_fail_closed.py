@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from mitmproxy import hooks
 from mitmproxy.proxy.layers.http import HttpRequestHeadersHook, HttpRequestHook
 from mitmproxy.test import taddons, tflow
 
 from signproxy.addon import SIGNED_KEY, SignedOnly, SigningAddon
+from signproxy.server import IndexedAddonManager
+
+# mitmproxy's own addon manager, and the indexed one `signproxy run` uses.
+both_managers = pytest.mark.parametrize(
+    "indexed", [False, True], ids=["stock", "indexed"]
+)
 
 
 class BrokenAddon(SigningAddon):
@@ -16,8 +23,11 @@ class BrokenAddon(SigningAddon):
         raise AttributeError("a bug outside the guard")
 
 
-async def _run(event: hooks.Hook, *addons: object) -> None:
-    with taddons.context(*addons, loadcore=False) as tctx:
+async def _run(event: hooks.Hook, indexed: bool, *addons: object) -> None:
+    with taddons.context(loadcore=False) as tctx:
+        if indexed:
+            tctx.master.addons.__class__ = IndexedAddonManager
+        tctx.master.addons.add(*addons)
         await tctx.master.addons.handle_lifecycle(event)
 
 
@@ -28,18 +38,22 @@ def _assert_refused(flow) -> None:
     assert flow.request.stream is False
 
 
-async def test_a_streamed_request_left_unsigned_is_answered_in_requestheaders():
+@both_managers
+async def test_a_streamed_request_left_unsigned_is_answered_in_requestheaders(
+    indexed: bool,
+):
     flow = tflow.tflow()
     flow.request.stream = True
-    await _run(HttpRequestHeadersHook(flow), BrokenAddon(), SignedOnly())
+    await _run(HttpRequestHeadersHook(flow), indexed, BrokenAddon(), SignedOnly())
     _assert_refused(flow)
 
 
-async def test_a_buffered_request_left_unsigned_is_answered_in_request():
+@both_managers
+async def test_a_buffered_request_left_unsigned_is_answered_in_request(indexed: bool):
     flow = tflow.tflow()
-    await _run(HttpRequestHeadersHook(flow), BrokenAddon(), SignedOnly())
+    await _run(HttpRequestHeadersHook(flow), indexed, BrokenAddon(), SignedOnly())
     assert flow.response is None  # buffered: the body is not sent yet
-    await _run(HttpRequestHook(flow), BrokenAddon(), SignedOnly())
+    await _run(HttpRequestHook(flow), indexed, BrokenAddon(), SignedOnly())
     _assert_refused(flow)
 
 
