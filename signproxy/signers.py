@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from cachetools import TTLCache
+
 from signproxy import sigv4, sts
 from signproxy.credentials import (
     AssumeRoleProvider,
@@ -264,12 +266,13 @@ class RemoteSigner:
     to the signed request STS's (x-amz-date, Authorization) answer makes, and
     reuses it while the date is at most `cache_ttl` seconds old, well inside
     the store's 15-minute clock skew window.  Keyed on the raw path and query,
-    a hit canonicalizes nothing: it is a dict look-up, a clock read and the
-    `Signed` built when STS answered.  The cache is a plain dict evicting the
-    oldest entry first (entries are stamped when stored, so the oldest is the
-    first to go stale).  Identical concurrent misses share one STS call; a
-    caller that joins a call in flight counts as a cache hit, since it caused
-    no call of its own.
+    a hit canonicalizes nothing: it is a cache look-up, a clock read and the
+    `Signed` built when STS answered.  The cache is a `cachetools.TTLCache`
+    on the injected clock: bounded, and entries leave it `cache_ttl` seconds
+    after they were stored; the age of the signed date itself is checked on
+    every hit, since STS answered a little after that date.  Identical
+    concurrent misses share one STS call; a caller that joins a call in
+    flight counts as a cache hit, since it caused no call of its own.
     """
 
     name = "remote"
@@ -292,13 +295,14 @@ class RemoteSigner:
         self.region = region
         self.service = service
         self._cache_ttl = cache_ttl
-        self._cache_size = cache_size
         self._retry_after = retry_after
         self._clock = clock
         self._metrics = metrics
         self.on_close: list[Closer] = []
-        self._cache: dict[_CacheKey, _Entry] | None = (
-            {} if cache_size > 0 and cache_ttl > 0 else None
+        self._cache: TTLCache[_CacheKey, _Entry] | None = (
+            TTLCache(cache_size, cache_ttl, timer=self._timestamp)
+            if cache_size > 0 and cache_ttl > 0
+            else None
         )
         self._in_flight: dict[_CacheKey, asyncio.Task[_Entry]] = {}
         # Header names seen that are neither host nor an x-amz-* one the
@@ -426,14 +430,12 @@ class RemoteSigner:
 
         _check_authorization(value)
         entry = _Entry(_signed_request(path, query, payload_hash, amz_date, value))
-        cache = self._cache
-        if cache is not None:
-            # Re-inserted at the end, so the dict stays in age order.
-            cache.pop(key, None)
-            while len(cache) >= self._cache_size:
-                del cache[next(iter(cache))]
-            cache[key] = entry
+        if self._cache is not None:
+            self._cache[key] = entry
         return entry
+
+    def _timestamp(self) -> float:
+        return self._clock().timestamp()
 
     async def start(self) -> None:
         return None

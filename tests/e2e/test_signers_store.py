@@ -320,6 +320,30 @@ async def test_remote_cache_reuses_an_authorization_until_its_ttl(
     await signer.close()
 
 
+async def test_remote_cache_is_bounded_and_keeps_the_recently_used(
+    emulator_reset: EmulatorHandle,
+    store: LocalStore,
+    bucket: str,
+    http: httpx.AsyncClient,
+) -> None:
+    signer = create_signer(settings(emulator_reset, mode="remote", auth_cache_size=2))
+
+    async def sign_key(name: str) -> str:
+        signed = await signer.sign(signing_request(store, "GET", f"/{bucket}/{name}"))
+        return signed.signed_by
+
+    assert [await sign_key(k) for k in ("a", "b", "a", "c")] == [
+        "remote",
+        "remote",
+        "cache",
+        "remote",  # full: b, the least recently used, leaves
+    ]
+    assert [await sign_key(k) for k in ("a", "c", "b")] == ["cache", "cache", "remote"]
+    calls = await emulator_calls(http, emulator_reset)
+    assert calls == {"object_store_authorization": 4}
+    await signer.close()
+
+
 async def test_identical_concurrent_misses_share_one_sts_call(
     emulator_reset: EmulatorHandle,
     store: LocalStore,
