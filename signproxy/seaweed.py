@@ -43,7 +43,7 @@ class Identity:
 
     name: str
     access_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)
 
 
 def free_port() -> int:

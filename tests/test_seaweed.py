@@ -33,3 +33,9 @@ def test_store_refuses_wrong_secret(store: LocalStore, store_identity: Identity)
     client = _client(store, store_identity.access_key, "not-the-secret")
     with pytest.raises(ClientError, match="SignatureDoesNotMatch"):
         client.list_buckets()
+
+
+def test_store_repr_shows_no_secret(store: LocalStore, store_identity: Identity):
+    # pytest prints fixture values when a test fails: they must not leak keys.
+    assert store_identity.secret_key not in repr(store)
+    assert store_identity.access_key in repr(store)
