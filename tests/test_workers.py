@@ -13,8 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,6 +21,7 @@ import pytest
 from signproxy.options import OptionError, resolve
 from signproxy.seaweed import Identity, LocalStore, free_port
 from tests.fixtures.proxy import RunningProxy, StartProxy, proxy_command
+from tests.polling import poll
 
 DEADLINE = 30.0
 
@@ -33,16 +32,6 @@ def log_entries(proxy: RunningProxy) -> list[dict]:
         if line.startswith("{"):
             entries.append(json.loads(line))
     return entries
-
-
-def poll(condition: Callable[[], object], what: str) -> object:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def listening_workers(proxy: RunningProxy) -> set[int]:

@@ -11,12 +11,12 @@ the panels must return data, and on this healthy traffic no alert may fire.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from signproxy.seaweed import free_port
+from tests import polling
 from tests.fixtures.emulator import EmulatorHandle
 from tests.fixtures.proxy import RunningProxy, StartProxy
 
@@ -40,6 +41,7 @@ DASHBOARD = ROOT / "grafana" / "dashboards" / "signproxy.json"
 RULES = ROOT / "grafana" / "alerts" / "signproxy.rules.yaml"
 JOB = "signproxy"
 DEADLINE = 60.0
+poll = functools.partial(polling.poll, timeout=DEADLINE, interval=0.2)
 
 # Grafana's variables as a user viewing all jobs would have them.
 VARIABLES = {"$__rate_interval": "1m", "$job": ".*"}
@@ -71,18 +73,6 @@ class Prometheus:
         response = httpx.get(f"{self.url}{path}", params=params)
         response.raise_for_status()
         return response.json()["data"]
-
-
-def poll(condition: Any, what: str, timeout: float = DEADLINE) -> Any:
-    """Call `condition()` until it returns something truthy, or fail."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last answer: {last!r}")
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ call counts at `/_emulator/stats`, the proxy's metrics and log, and answers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,12 +30,14 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from signproxy.seaweed import LocalStore, free_port
+from tests import polling
 from tests.faults.helpers import s3_client
 from tests.faults.relay import RecordingRelay
 from tests.fixtures.emulator import EmulatorHandle
 from tests.fixtures.proxy import USED_SECRETS, RunningProxy, StartProxy
 
 DEADLINE = 40.0
+poll = functools.partial(polling.poll, timeout=DEADLINE, interval=0.1)
 WINDOWS = {"duration_seconds": 900, "advisory_refresh": 895}
 
 
@@ -88,18 +90,6 @@ def refreshes(proxy: RunningProxy, outcome: str) -> float:
 
 def readyz(proxy: RunningProxy) -> int:
     return httpx.get(metrics_url(proxy) + "/readyz", timeout=10).status_code
-
-
-def poll[T](check: Callable[[], T | None], what: str, deadline: float = DEADLINE) -> T:
-    """Call `check` until it returns something truthy; fail after `deadline` s."""
-    until = time.monotonic() + deadline
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > until:
-            raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 # -- the proxy under test -------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-import time
 import uuid
 
 import httpx
@@ -19,17 +18,9 @@ import pytest
 from signproxy.seaweed import free_port
 from tests.faults.helpers import payload, raw_put, s3_client
 from tests.fixtures.proxy import StartProxy
+from tests.polling import poll
 
 DEADLINE = 30.0
-
-
-def poll(check, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {DEADLINE}s: {what}")
 
 
 def test_oversized_request_head_gets_431(start_proxy: StartProxy) -> None:
