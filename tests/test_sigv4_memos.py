@@ -51,3 +51,50 @@ def test_a_bad_payload_hash_is_refused_after_good_ones() -> None:
     for bad in ("AB" * 32, "ab" * 31, "g" * 64, "ab" * 32 + " "):
         with pytest.raises(sigv4.SigningError, match=r"malformed payload hash"):
             signer.sign("PUT", "/b/k", "", headers, bad, A, MIDNIGHT)
+
+
+def test_header_templates_sign_like_the_general_path() -> None:
+    """Per-name-set templates: repeats, folding, tokens, bad values, generators."""
+    shared = sigv4.Signer("kr-west1")
+    header_sets = [
+        [("Host", "h"), ("X-Amz-Meta-A", "1")],
+        [("Host", "h"), ("X-Amz-Meta-A", " two  spaces ")],
+        [("Host", "h"), ("X-Amz-Meta-A", "a |b"), ("User-Agent", "x  y")],
+        [("Host", "h"), ("X-Amz-Meta-A", "tab\there")],
+        [("Host", "h"), ("x-amz-meta-a", "1"), ("X-Amz-Meta-A", "2")],
+        [("Host", "h"), ("Content-Length", "5"), ("X-Amz-Date", "x")],
+        [("Host", "h"), ("X-100%", "v%s")],
+    ]
+    for credentials in (A, B, A):
+        for headers in header_sets:
+            for sha_header in (True, False):
+                got = shared.sign(
+                    "PUT", "/b/k", "", iter(headers), HASH, credentials, MIDNIGHT,
+                    content_sha256_header=sha_header,
+                )  # fmt: skip
+                fresh = sigv4.Signer("kr-west1")
+                want_headers = sigv4.canonical_headers(headers)
+                assert "x-amz-date:" in got.canonical_request
+                assert got.signed_headers.split(";") == sorted(
+                    [*want_headers, "x-amz-date"]
+                    + (["x-amz-content-sha256"] if sha_header else [])
+                    + (["x-amz-security-token"] if credentials.session_token else [])
+                )
+                for name, value in want_headers.items():
+                    assert f"\n{name}:{value}\n" in got.canonical_request
+                assert got == fresh.sign(
+                    "PUT", "/b/k", "", headers, HASH, credentials, MIDNIGHT,
+                    content_sha256_header=sha_header,
+                )  # fmt: skip
+    with pytest.raises(sigv4.SigningError, match=r"'x-amz-meta-a' value contains"):
+        shared.sign(
+            "GET", "/b/k", "", [("Host", "h"), ("X-Amz-Meta-A", "a\nb")], HASH, A,
+            MIDNIGHT,
+        )  # fmt: skip
+    with pytest.raises(sigv4.SigningError, match=r"invalid header name 'B\(d'"):
+        shared.sign(
+            "GET", "/b/k", "", [("B(d", "x"), ("X-Amz-Meta-A", "a\nb")], HASH, A,
+            MIDNIGHT,
+        )  # fmt: skip
+    with pytest.raises(sigv4.SigningError, match=r"missing host header"):
+        shared.sign("GET", "/b/k", "", [("X-Amz-Meta-A", "1")], HASH, A, MIDNIGHT)
