@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import re
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from signproxy.seaweed import Identity
 from tests.fixtures import proxy as proxy_fixture
 from tests.fixtures.emulator import EmulatorHandle
 from tests.fixtures.proxy import StartProxy
+from tests.s3clients import s3_client
 
 CLIENT_KEY = "LOGSCANCLIENT1"
 CLIENT_SECRET = "log-scan-client-secret-Qw3rty/+="
@@ -30,17 +29,8 @@ AUTHORIZATION = re.compile(r"(?i)authorization[\"']?\s*[:=]\s*[\"']?AWS4-HMAC")
 
 
 def s3(endpoint: str, key: str, secret: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        region_name="us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-            signature_version="s3v4",
-        ),
+    return s3_client(
+        endpoint, access_key=key, secret_key=secret, signature_version="s3v4"
     )
 
 

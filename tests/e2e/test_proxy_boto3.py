@@ -14,17 +14,14 @@ import os
 import re
 from collections.abc import Iterator
 
-import boto3
 import httpx
 import pytest
 from botocore.client import BaseClient
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.fixtures.proxy import RunningProxy
+from tests.s3clients import DUMMY_KEY, s3_client
 
-DUMMY_KEY = "AKIDUMMYDUMMYDUMMY00"
-DUMMY_SECRET = "dummy-secret-the-proxy-throws-away"
 AWKWARD_KEYS = [
     "with space.txt",
     "unicodé/ключ/キー.bin",
@@ -41,18 +38,7 @@ def md5_b64(data: bytes) -> str:
 
 
 def make_client(endpoint: str, **config: object) -> BaseClient:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=DUMMY_KEY,
-        aws_secret_access_key=DUMMY_SECRET,
-        region_name="us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-            **config,
-        ),
-    )
+    return s3_client(endpoint, **config)
 
 
 @pytest.fixture

@@ -23,16 +23,14 @@ import re
 import uuid
 import xml.etree.ElementTree as ET
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from signproxy.seaweed import LocalStore, free_port
-from tests.e2e.clients import DUMMY_KEY, DUMMY_SECRET
 from tests.fixtures.emulator import EmulatorHandle
 from tests.fixtures.proxy import RunningProxy, StartProxy
+from tests.s3clients import s3_client
 
 
 def md5_b64(data: bytes) -> str:
@@ -97,17 +95,11 @@ def bucket(store: LocalStore, start_proxy: StartProxy) -> str:
 def test_remote_alone_signs_what_it_covers(start_proxy, emulator_reset, bucket):
     remote = start_remote(start_proxy, emulator_reset)
     # boto3 told to add only what S3 requires: no x-amz-checksum headers.
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=remote.endpoint,
-        aws_access_key_id=DUMMY_KEY,
-        aws_secret_access_key=DUMMY_SECRET,
-        region_name="us-east-1",
-        config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"max_attempts": 1},
-        ),
+    s3 = s3_client(
+        remote.endpoint,
+        path_style=False,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
     body = os.urandom(100_000)
     key = "remote/a b+ü=%.bin"
@@ -231,14 +223,7 @@ def test_boto3_sees_sts_down_as_a_retryable_error(start_proxy, emulator_factory)
     emulator = emulator_factory()
     remote = start_remote(start_proxy, emulator)
     emulator.server.set_faults(error_rate=1.0)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=remote.endpoint,
-        aws_access_key_id=DUMMY_KEY,
-        aws_secret_access_key=DUMMY_SECRET,
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 1}),
-    )
+    s3 = s3_client(remote.endpoint, path_style=False)
     with pytest.raises(ClientError, match=r"ServiceUnavailable"):
         s3.list_buckets()
 

@@ -11,28 +11,22 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import boto3
 from botocore.client import BaseClient
-from botocore.config import Config
+
+from tests import s3clients
 
 DUMMY_KEY = "AKIDFAULTSDUMMY00000"
 DUMMY_SECRET = "dummy-secret-for-fault-tests"
 
 
 def s3_client(endpoint: str, **config: object) -> BaseClient:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=DUMMY_KEY,
-        aws_secret_access_key=DUMMY_SECRET,
-        region_name="us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-            connect_timeout=10,
-            read_timeout=60,
-            **config,
-        ),
+    return s3clients.s3_client(
+        endpoint,
+        access_key=DUMMY_KEY,
+        secret_key=DUMMY_SECRET,
+        connect_timeout=10,
+        read_timeout=60,
+        **config,
     )
 
 
